@@ -1,0 +1,168 @@
+"""The ``vqvae`` command: thin sub-commands over ``vqvae.pipeline``.
+
+Errors the user can fix (bad data, bad options, missing runs) print one line and exit with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vqvae import configs
+from vqvae.errors import VQVAEError
+
+SPEC_HELP = "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE or npy:FILE"
+
+
+def _budget(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--steps", type=int, help="number of optimisation steps")
+    group.add_argument("--minutes", type=float, help="wall-clock training budget in minutes")
+
+
+def _budget_overrides(args: argparse.Namespace, section: str) -> list[str]:
+    out = []
+    if args.steps is not None:
+        out += [f"{section}.steps={args.steps}"]
+    if args.minutes is not None:
+        # a time budget runs until time is up: lift the step cap out of the way
+        out += [f"{section}.minutes={args.minutes}", f"{section}.steps=100000000"]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqvae", description="VQ-VAE: learn discrete codes, train a prior over them, sample."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in digits dataset")
+    p.add_argument("--out", default="demo-run", help="run folder (default: demo-run)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    p = sub.add_parser("train", help="train a VQ-VAE")
+    p.add_argument("--data", required=True, help=SPEC_HELP)
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--config", help="config file (.toml, .yaml or .json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _budget(p)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. model.quantizer.codebook_size=1024",
+    )
+
+    p = sub.add_parser("reconstruct", help="write originals above their reconstructions")
+    p.add_argument("run")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--n", type=int, default=16, help="number of test images")
+
+    p = sub.add_parser("encode", help="encode a dataset split to a codes file")
+    p.add_argument("run")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+    p.add_argument("--out", required=True, help="codes file (.safetensors)")
+    p.add_argument("--split", choices=("train", "test"), default="train")
+
+    p = sub.add_parser("train-prior", help="train the PixelCNN prior on the run's codes")
+    p.add_argument("run")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+    p.add_argument("--resume", action="store_true")
+    _budget(p)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="prior.* / prior_train.* overrides, e.g. prior.layers=15",
+    )
+
+    p = sub.add_parser("sample", help="sample codes from the prior and decode them")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=10, help="samples (per class for a conditional prior)")
+    p.add_argument("--label", type=int, help="class to sample (conditional priors)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file")
+
+    p = sub.add_parser("evaluate", help="measure a run on the test split (writes RUN/metrics.json)")
+    p.add_argument("run")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+
+    p = sub.add_parser("download", help="download MNIST or Fashion-MNIST (checksums verified)")
+    p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
+    p.add_argument("dest", help="folder for the four IDX files")
+    p.add_argument("--base-url", help="mirror to download from")
+    return parser
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vqvae.pipeline import stages
+    from vqvae.pipeline.run import resolve_config
+
+    if args.command == "demo":
+        from vqvae.pipeline.demo import run_demo
+
+        metrics = run_demo(args.out, args.overrides)
+        _print_metrics(f"demo finished: run folder {args.out}", metrics)
+        print(f"  pictures: {args.out}/reconstructions.png, {args.out}/samples.png")
+    elif args.command == "train":
+        config, raw = resolve_config(args.config, args.overrides + _budget_overrides(args, "train"))
+        summary = stages.train_vqvae(args.data, args.out, config, raw, resume=args.resume)
+        state = "interrupted at" if summary.result.interrupted else "finished"
+        print(f"training {state} step {summary.result.step} ({summary.result.seconds:.0f} s)")
+        _print_metrics("test split:", summary.metrics)
+    elif args.command == "reconstruct":
+        print(stages.reconstruct(args.run, args.data, args.out, args.n))
+    elif args.command == "encode":
+        print(stages.encode_dataset(args.run, args.data, args.out, args.split))
+    elif args.command == "train-prior":
+        raw = configs.merge_overrides({}, args.overrides + _budget_overrides(args, "prior_train"))
+        metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
+        _print_metrics("prior, test split:", metrics)
+    elif args.command == "sample":
+        path = stages.sample(
+            args.run,
+            args.n,
+            args.out,
+            label=args.label,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+        print(path)
+    elif args.command == "evaluate":
+        metrics = stages.evaluate(args.run, args.data)
+        _print_metrics(f"wrote {Path(args.run) / 'metrics.json'}", metrics)
+    elif args.command == "download":
+        from vqvae.data import download_dataset
+
+        print(download_dataset(args.dataset, args.dest, base_url=args.base_url))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except VQVAEError as e:
+        print(f"vqvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vqvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Metrics: pure functions of tensors (they import no models)."""
+
+from vqvae.metrics.codebook import CodebookHealth, codebook_stats
+from vqvae.metrics.image import psnr_from_mse, ssim
+from vqvae.metrics.likelihood import bits_per_dim, nll_bits
+
+__all__ = ["CodebookHealth", "bits_per_dim", "codebook_stats", "nll_bits", "psnr_from_mse", "ssim"]

@@ -1,0 +1,49 @@
+"""Codebook health: usage, perplexity and dead codes over a whole pass or a window of steps.
+
+Per-batch perplexity depends on the batch size (a batch of 64 vectors can use at most 64 codes),
+so health is always measured on histograms accumulated over many batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import Tensor
+
+
+def codebook_stats(counts: Tensor) -> dict[str, float]:
+    """From a histogram of code assignments (K,): usage fraction, perplexity, dead codes."""
+    counts = counts.double()
+    k = counts.numel()
+    used = int((counts > 0).sum())
+    p = counts / counts.sum().clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
+    return {
+        "codebook_usage": used / k,
+        "perplexity": float(torch.exp(entropy)),
+        "dead_codes": k - used,
+    }
+
+
+class CodebookHealth:
+    """A sliding window of code histograms, e.g. the last epoch of training steps."""
+
+    def __init__(self, codebook_size: int, window: int) -> None:
+        self.codebook_size = codebook_size
+        self._window: deque[Tensor] = deque(maxlen=max(1, window))
+        self._total = torch.zeros(codebook_size, dtype=torch.float64)
+
+    def update(self, counts: Tensor) -> None:
+        counts = counts.detach().to("cpu", torch.float64)
+        if len(self._window) == self._window.maxlen:
+            self._total -= self._window[0]
+        self._window.append(counts)
+        self._total += counts
+
+    @property
+    def counts(self) -> Tensor:
+        return self._total.clamp_min(0)
+
+    def stats(self) -> dict[str, float]:
+        return codebook_stats(self.counts)

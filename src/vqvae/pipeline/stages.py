@@ -1,0 +1,379 @@
+"""The pipeline's stages over a run folder: train → reconstruct → encode → train prior → sample
+→ evaluate. The CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqvae import configs
+from vqvae.data import DataSplits, ImageSet, load_codes, load_data, save_codes
+from vqvae.errors import ConfigError, VQVAEError
+from vqvae.files import atomic_write_text
+from vqvae.metrics import bits_per_dim, codebook_stats, nll_bits, psnr_from_mse, ssim
+from vqvae.models import VQVAE
+from vqvae.pipeline import plots
+from vqvae.pipeline.run import RunConfig, RunDir
+from vqvae.priors import GatedPixelCNN
+from vqvae.training import ShuffledBatches, TrainResult, fit, read_log
+
+EVAL_BATCH = 500
+
+
+# --- data ------------------------------------------------------------------------------------
+def load_for_model(spec: str, config: RunConfig) -> DataSplits:
+    """Load ``spec`` converted to the model's image size and channel count."""
+    m = config.model
+    return load_data(spec, image_size=m.image_size, channels=m.in_channels)
+
+
+def _fit_model_to_data(
+    spec: str, config: RunConfig, raw: dict[str, Any]
+) -> tuple[RunConfig, DataSplits]:
+    """The model takes the data's size and channels unless the user set them explicitly."""
+    model_raw = raw.get("model", {})
+    data = load_data(
+        spec,
+        image_size=model_raw.get("image_size"),
+        channels=model_raw.get("in_channels"),
+    )
+    if data.height != data.width:
+        raise VQVAEError(f"{spec}: images are {data.height}×{data.width}; square images needed")
+    changes: dict[str, Any] = {"in_channels": data.channels, "image_size": data.height}
+    if "data_variance" not in model_raw and config.model.recon_loss == "mse":
+        changes["data_variance"] = max(float(data.train.images.var()), 1e-6)
+    model = configs.replace(config.model, "model", **changes)
+    return configs.replace(config, "config", model=model), data
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
+def _labels(part: ImageSet) -> torch.Tensor | None:
+    return None if part.labels is None else torch.from_numpy(part.labels.astype(np.int64))
+
+
+# --- stage 1: the VQ-VAE -------------------------------------------------------------------
+@dataclass
+class TrainSummary:
+    run: Path
+    result: TrainResult
+    metrics: dict[str, float]
+
+
+def train_vqvae(
+    spec: str,
+    out: str | Path,
+    config: RunConfig,
+    raw: dict[str, Any],
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> TrainSummary:
+    run = RunDir(out)
+    if resume:
+        config, spec = _resume_config(run, config, raw)
+        data = load_for_model(spec, config)
+    else:
+        if run.model_dir.exists() or (run.path / "checkpoints").exists():
+            raise VQVAEError(
+                f"{run.path}: already holds a run; pass --resume or choose a new --out"
+            )
+        config, data = _fit_model_to_data(spec, config, raw)
+    model = VQVAE(config.model)  # validates the config before anything is written
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(config, spec)
+
+    batches = ShuffledBatches(
+        (_tensor(data.train.images), _labels(data.train)),
+        config.train.batch_size,
+        config.train.seed,
+    )
+    result = fit(
+        model,
+        batches,
+        config.train,
+        run_dir=run.path,
+        resume=resume,
+        desc="vqvae",
+        show_progress=show_progress,
+    )
+    model.save_pretrained(run.model_dir)
+    metrics = reconstruction_metrics(model, data.test)
+    write_training_pictures(run, model, data)
+    return TrainSummary(run.path, result, metrics)
+
+
+def _resume_config(run: RunDir, config: RunConfig, raw: dict[str, Any]) -> tuple[RunConfig, str]:
+    """On resume the saved config rules; only the training budget may change."""
+    saved, spec = run.read_config()
+    allowed = {"steps", "minutes"}
+    changed = {k for k in raw.get("train", {}) if k not in allowed}
+    others = {k for k in raw if k not in ("train", "prior", "prior_train", "conditional_prior")}
+    if changed or others:
+        names = sorted({f"train.{k}" for k in changed} | others)
+        raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(names)}")
+    budget = {k: v for k, v in configs.to_dict(config.train).items() if k in raw.get("train", {})}
+    return configs.replace(
+        saved, "config", train=configs.replace(saved.train, "train", **budget)
+    ), spec
+
+
+@torch.no_grad()
+def encode_images(model: VQVAE, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    model.eval()
+    out = [
+        model.encode(_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
+    """MSE, PSNR (from the mean MSE over the split), mean SSIM and codebook health on ``test``."""
+    model.eval()
+    sq_err, ssim_sum, n = 0.0, 0.0, 0
+    counts = torch.zeros(model.config.quantizer.codebook_size, dtype=torch.float64)
+    for i in range(0, len(test), EVAL_BATCH):
+        x = _tensor(test.images[i : i + EVAL_BATCH])
+        if model.config.recon_loss == "bce":
+            x = (x > 0.5).float()
+        idx = model.encode(x)
+        x_hat = model.decode_indices(idx).clamp(0, 1)
+        sq_err += float((x_hat - x).pow(2).double().sum())
+        ssim_sum += float(ssim(x_hat, x).double().sum())
+        counts += torch.bincount(idx.flatten(), minlength=counts.numel()).double()
+        n += len(x)
+    mse = sq_err / (n * math.prod(test.images.shape[1:]))
+    return {"mse": mse, "psnr": psnr_from_mse(mse), "ssim": ssim_sum / n, **codebook_stats(counts)}
+
+
+def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None:
+    originals = data.test.images[:10]
+    recon = model.reconstruct(_tensor(originals)).clamp(0, 1).numpy()
+    plots.save_image_grid(run.path / "reconstructions.png", [originals, recon])
+    idx = encode_images(model, data.test.images)
+    counts = np.bincount(idx.ravel(), minlength=model.config.quantizer.codebook_size)
+    plots.plot_codebook_usage(
+        run.path / "codebook_usage.png", counts, "code usage on the test split"
+    )
+    keys = [
+        "train/loss",
+        "train/recon",
+        "train/commitment",
+        "train/psnr",
+        "train/perplexity",
+        "train/codebook_usage",
+    ]
+    plots.plot_loss_curves(
+        run.path / "loss_curves.png", read_log(run.path / "log.jsonl"), keys, "VQ-VAE"
+    )
+
+
+def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int = 16) -> Path:
+    run = RunDir(run_path)
+    config, saved_spec = run.read_config()
+    model = VQVAE.from_pretrained(run.require_model())
+    data = load_for_model(spec or saved_spec, config)
+    originals = data.test.images[:n]
+    recon = model.reconstruct(_tensor(originals)).clamp(0, 1).numpy()
+    return plots.save_image_grid(out, [originals, recon])
+
+
+# --- the index level -------------------------------------------------------------------------
+def encode_dataset(
+    run_path: str | Path, spec: str | None, out: str | Path, split: str = "train"
+) -> Path:
+    run = RunDir(run_path)
+    config, saved_spec = run.read_config()
+    model = VQVAE.from_pretrained(run.require_model())
+    data = load_for_model(spec or saved_spec, config)
+    part = data.train if split == "train" else data.test
+    indices = encode_images(model, part.images)
+    meta = {"split": split, "data": spec or saved_spec, "grid": list(indices.shape[1:])}
+    save_codes(out, indices, part.labels, model.config.quantizer.codebook_size, meta)
+    return Path(out)
+
+
+def _cached_codes(run: RunDir, model: VQVAE, data: DataSplits, split: str):
+    """The run's codes for ``split``, re-encoded when the model is newer than the cache."""
+    path = run.codes_dir / f"{split}.safetensors"
+    weights = run.model_dir / "model.safetensors"
+    fresh = path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime
+    if fresh:
+        codes = load_codes(path)
+        if codes.meta.get("data") == data.spec and len(codes.indices) == len(getattr(data, split)):
+            return codes
+    part = getattr(data, split)
+    meta = {"split": split, "data": data.spec}
+    save_codes(
+        path,
+        encode_images(model, part.images),
+        part.labels,
+        model.config.quantizer.codebook_size,
+        meta,
+    )
+    return load_codes(path)
+
+
+# --- stage 2: the prior --------------------------------------------------------------------
+def train_prior(
+    run_path: str | Path,
+    spec: str | None,
+    overrides: dict[str, Any],
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    run = RunDir(run_path)
+    config, saved_spec = run.read_config()
+    model = VQVAE.from_pretrained(run.require_model())
+    config = _with_prior_overrides(config, overrides)
+    data = load_for_model(spec or saved_spec, config)
+    train_codes = _cached_codes(run, model, data, "train")
+    test_codes = _cached_codes(run, model, data, "test")
+    conditional = config.conditional_prior and train_codes.labels is not None
+    num_classes = int(data.train.num_classes or 0) if conditional else 0
+    prior_config = configs.replace(
+        config.prior,
+        "prior",
+        codebook_size=model.config.quantizer.codebook_size,
+        num_classes=num_classes,
+    )
+    config = configs.replace(config, "config", prior=prior_config)
+    if not resume and run.prior_dir.exists():
+        import shutil
+
+        shutil.rmtree(run.prior_dir)  # a new prior replaces the old one
+    prior = GatedPixelCNN(prior_config)
+    labels = torch.from_numpy(train_codes.labels) if conditional else None
+    batches = ShuffledBatches(
+        (torch.from_numpy(train_codes.indices), labels),
+        config.prior_train.batch_size,
+        config.prior_train.seed,
+    )
+    fit(
+        prior,
+        batches,
+        config.prior_train,
+        run_dir=run.prior_dir,
+        resume=resume,
+        desc="prior",
+        show_progress=show_progress,
+    )
+    prior.save_pretrained(run.prior_model_dir)
+    run.write_config(config, spec or saved_spec)
+    plots.plot_loss_curves(
+        run.path / "prior_loss_curves.png",
+        read_log(run.prior_dir / "log.jsonl"),
+        ["train/loss", "train/bits_per_code", "train/lr"],
+        "prior",
+    )
+    return prior_metrics(
+        prior, test_codes.indices, test_codes.labels if conditional else None, model.config
+    )
+
+
+def _with_prior_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    if not overrides:
+        return config
+    merged = configs.to_dict(config)
+    for section, values in overrides.items():
+        if section not in ("prior", "prior_train", "conditional_prior"):
+            raise ConfigError(
+                f"train-prior: cannot change {section!r} (only prior.*, prior_train.*)"
+            )
+        if isinstance(values, dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return configs.from_dict(RunConfig, merged, "config")
+
+
+@torch.no_grad()
+def prior_metrics(
+    prior: GatedPixelCNN, indices: np.ndarray, labels: np.ndarray | None, model_config
+) -> dict[str, float]:
+    """Held-out NLL in bits per code and bits per input dimension."""
+    prior.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(indices), EVAL_BATCH):
+        idx = torch.from_numpy(indices[i : i + EVAL_BATCH])
+        lab = None if labels is None else torch.from_numpy(labels[i : i + EVAL_BATCH])
+        total += float(nll_bits(prior(idx, lab), idx))
+        count += idx.numel()
+    per_code = total / count
+    codes_per_item = math.prod(indices.shape[1:])
+    dims = model_config.in_channels * model_config.image_size**2
+    return {
+        "prior_nll_bits_per_code": per_code,
+        "prior_nll_bits_per_dim": bits_per_dim(per_code, codes_per_item, dims),
+        "prior_uniform_bits_per_code": math.log2(prior.config.codebook_size),
+    }
+
+
+def sample(
+    run_path: str | Path,
+    n: int,
+    out: str | Path,
+    *,
+    label: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """Draw ``n`` index maps from the prior, decode them, save a grid. A conditional prior
+    without ``label`` draws ``n`` samples of every class, one row per class."""
+    run = RunDir(run_path)
+    model = VQVAE.from_pretrained(run.require_model())
+    prior = GatedPixelCNN.from_pretrained(run.require_prior())
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    classes = prior.config.num_classes
+    if label is not None and not classes:
+        raise ConfigError("--label given but the prior is unconditional")
+    if label is not None and not 0 <= label < classes:
+        raise ConfigError(f"--label must be in [0, {classes}), got {label}")
+    g = torch.Generator().manual_seed(seed)
+    if label is not None:
+        rows = [torch.full((n,), label)]
+    elif classes:
+        rows = [torch.full((n,), c) for c in range(classes)]
+    else:
+        rows = [None]
+    grid = model.config.grid
+    images = []
+    for lab in rows:
+        idx = prior.sample(
+            n, grid, lab, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
+        )
+        images.append(model.decode_indices(idx).clamp(0, 1).numpy())
+    return plots.save_image_grid(out, images)
+
+
+# --- evaluation ------------------------------------------------------------------------------
+def evaluate(run_path: str | Path, spec: str | None) -> dict[str, float]:
+    """Measure the run on the test split and write RUN/metrics.json."""
+    run = RunDir(run_path)
+    config, saved_spec = run.read_config()
+    model = VQVAE.from_pretrained(run.require_model())
+    data = load_for_model(spec or saved_spec, config)
+    metrics: dict[str, Any] = reconstruction_metrics(model, data.test)
+    metrics["codebook_size"] = model.config.quantizer.codebook_size
+    metrics["bits_per_image"] = model.bits_per_image
+    if (run.prior_model_dir / "model.safetensors").is_file():
+        prior = GatedPixelCNN.from_pretrained(run.prior_model_dir)
+        codes = _cached_codes(run, model, data, "test")
+        labels = codes.labels if prior.config.num_classes else None
+        metrics.update(prior_metrics(prior, codes.indices, labels, model.config))
+    metrics["data"] = data.spec
+    atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2) + "\n")
+    return metrics

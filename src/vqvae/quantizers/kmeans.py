@@ -1,0 +1,42 @@
+"""k-means (k-means++ seeding + Lloyd iterations) for data-dependent codebook initialisation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vqvae.quantizers.core import nearest_code
+
+
+@torch.no_grad()
+def kmeans(
+    x: Tensor, k: int, *, iters: int = 10, generator: torch.Generator | None = None
+) -> Tensor:
+    """Cluster rows of ``x`` (N, D) into ``k`` centroids (k, D).
+
+    Seeding is k-means++ (Arthur & Vassilvitskii 2007): each new centre is drawn with probability
+    proportional to its squared distance to the nearest centre so far. With fewer rows than
+    centres, rows are reused with a little noise so that every centre is distinct.
+    """
+    x = x.detach().float()
+    n = x.shape[0]
+    if n < k:  # not enough data: repeat rows, jittered so no two centres coincide
+        reps = x[torch.randint(n, (k - n,), generator=generator, device=x.device)]
+        noise = torch.randn(reps.shape, generator=generator, device=x.device)
+        x = torch.cat([x, reps + 1e-3 * x.std().clamp_min(1e-6) * noise])
+        n = k
+    centres = torch.empty(k, x.shape[1], device=x.device)
+    centres[0] = x[torch.randint(n, (1,), generator=generator, device=x.device)]
+    closest = (x - centres[0]).pow(2).sum(1)  # (N,) squared distance to the nearest centre
+    for i in range(1, k):
+        weights = closest.clamp_min(0) + 1e-12
+        choice = torch.multinomial(weights, 1, generator=generator)
+        centres[i] = x[choice]
+        closest = torch.minimum(closest, (x - centres[i]).pow(2).sum(1))
+    for _ in range(iters):  # Lloyd steps; an empty cluster keeps its centre
+        assign, _ = nearest_code(x, centres)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres

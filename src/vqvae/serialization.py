@@ -1,0 +1,76 @@
+"""Models on disk: a folder with ``config.json`` and ``model.safetensors`` (no pickle).
+
+``config.json`` holds ``{"type": <class name>, "config": {...}}`` so a folder rebuilds its model
+without guessing. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vqvae import configs
+from vqvae.errors import CheckpointError, ConfigError
+from vqvae.files import atomic_path, atomic_write_text
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_module(module: torch.nn.Module, config: Any, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp))
+    meta = {"type": type(module).__name__, "config": configs.to_dict(config)}
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_config(directory: str | Path, expected_type: str, config_cls: type) -> Any:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found (expected a saved {expected_type} folder)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("type") != expected_type:
+        found = meta.get("type") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: holds a {found!r}, expected a {expected_type!r}")
+    try:
+        return configs.from_dict(config_cls, meta.get("config"), f"{path}")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {tuple(tensor.shape)}, "
+                f"the config expects {tuple(expected[name].shape)}"
+            )
+    module.load_state_dict(state)
+    return module

@@ -1,0 +1,20 @@
+"""The training loop, batches and checkpoints shared by every model."""
+
+from vqvae.training.batches import ShuffledBatches
+from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vqvae.training.logger import MetricsLog, read_log
+from vqvae.training.loop import TrainConfig, TrainingDiverged, TrainResult, fit, learning_rate
+
+__all__ = [
+    "MetricsLog",
+    "ShuffledBatches",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "fit",
+    "latest_checkpoint",
+    "learning_rate",
+    "load_checkpoint",
+    "read_log",
+    "save_checkpoint",
+]
