@@ -141,12 +141,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"model.codebook_size=512"`` -> (["model", "codebook_size"], 512).
 
     The value is parsed as a TOML value when it can be (numbers, booleans, quoted strings,
-    lists), else taken as a bare string, so ``recon_loss=bce`` works without quotes.
+    lists), ``none`` means None, and anything else is a bare string, so ``recon_loss=bce``
+    works without quotes.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {text!r}: expected key=value")
+    if raw.strip().lower() in ("none", "null"):  # TOML has no null; unset an optional key
+        return key.split("."), None
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -13,6 +13,7 @@ from pathlib import Path
 from vqvae import configs
 from vqvae.errors import VQVAEError
 
+PRIOR_SECTIONS = ("prior", "prior_train", "conditional_prior")
 SPEC_HELP = "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE or npy:FILE"
 
 
@@ -23,13 +24,12 @@ def _budget(p: argparse.ArgumentParser) -> None:
 
 
 def _budget_overrides(args: argparse.Namespace, section: str) -> list[str]:
-    out = []
+    """--steps N or --minutes M replaces the config's budget (they are mutually exclusive)."""
     if args.steps is not None:
-        out += [f"{section}.steps={args.steps}"]
+        return [f"{section}.steps={args.steps}", f"{section}.minutes=none"]
     if args.minutes is not None:
-        # a time budget runs until time is up: lift the step cap out of the way
-        out += [f"{section}.minutes={args.minutes}", f"{section}.steps=100000000"]
-    return out
+        return [f"{section}.minutes={args.minutes}", f"{section}.steps=none"]
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-prior", help="train the PixelCNN prior on the run's codes")
     p.add_argument("run")
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+    p.add_argument(
+        "--config",
+        help="config file: its prior, prior_train and conditional_prior sections are used "
+        "(the other sections describe the VQ-VAE, which is already trained)",
+    )
     p.add_argument("--resume", action="store_true")
     _budget(p)
     p.add_argument(
@@ -127,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "encode":
         print(stages.encode_dataset(args.run, args.data, args.out, args.split))
     elif args.command == "train-prior":
-        raw = configs.merge_overrides({}, args.overrides + _budget_overrides(args, "prior_train"))
+        base = configs.load_file(args.config) if args.config else {}
+        base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS}
+        raw = configs.merge_overrides(base, args.overrides + _budget_overrides(args, "prior_train"))
         metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
         _print_metrics("prior, test split:", metrics)
     elif args.command == "sample":

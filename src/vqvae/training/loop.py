@@ -32,7 +32,7 @@ class TrainingDiverged(VQVAEError):
 
 @dataclass
 class TrainConfig:
-    steps: int = 10_000
+    steps: int | None = 10_000  # None: no step cap (then minutes must be set)
     minutes: float | None = None  # wall-clock budget; training ends at steps or minutes
     batch_size: int = 128
     lr: float = 1e-3
@@ -47,7 +47,9 @@ class TrainConfig:
     health_window: int = 0  # steps in the codebook-health window; 0 = one epoch
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is None and self.minutes is None:
+            raise ConfigError("train: set steps or minutes (or both)")
+        if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
         if self.minutes is not None and not self.minutes > 0:
             raise ConfigError(f"train.minutes must be > 0, got {self.minutes}")
@@ -134,13 +136,23 @@ def fit(
     budget = config.minutes * 60 if config.minutes else math.inf
     start = time.perf_counter()
     metrics: dict[str, float] = {}
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not show_progress, leave=False)
+    max_steps = config.steps if config.steps is not None else math.inf
+    # The bar counts steps, or seconds when only a time budget is set.
+    by_time = config.steps is None
+    bar = tqdm(
+        total=round(budget) if by_time else config.steps,
+        initial=round(elapsed_before) if by_time else step,
+        unit="s" if by_time else "step",
+        desc=desc,
+        disable=not show_progress,
+        leave=False,
+    )
     model.train()
     interrupted = False
     with _stop_on_signals() as stop:
-        while step < config.steps:
+        while step < max_steps:
             elapsed = elapsed_before + time.perf_counter() - start
-            progress = max(step / config.steps, elapsed / budget)
+            progress = max(step / max_steps, elapsed / budget)
             if progress >= 1.0:
                 break
             if stop["stop"]:
@@ -171,15 +183,18 @@ def fit(
                 if health is None:
                     health = CodebookHealth(counts.numel(), window)
                 health.update(counts)
-            if step % max(config.log_every, 1) == 0 or step == config.steps:
+            if step % max(config.log_every, 1) == 0 or step == max_steps:
                 metrics = {k: float(v.detach()) for k, v in out.items() if k != "code_counts"}
                 if health is not None:
                     metrics.update(health.stats())
                 metrics["lr"] = lr
                 if log is not None:
                     log.write(step, metrics)
-                bar.set_postfix(_postfix(metrics), refresh=False)
-            bar.update(1)
+                bar.set_postfix(_postfix(metrics, step), refresh=False)
+            if by_time:
+                bar.update(round(elapsed_before + time.perf_counter() - start) - bar.n)
+            else:
+                bar.update(1)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint(elapsed_before + time.perf_counter() - start)
     bar.close()
@@ -190,7 +205,10 @@ def fit(
     return TrainResult(step=step, seconds=seconds, interrupted=interrupted, metrics=metrics)
 
 
-def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
+def _postfix(metrics: dict[str, Any], step: int) -> dict[str, str]:
     keys = ("loss", "psnr", "perplexity", "codebook_usage", "bits_per_code")
     short = {"codebook_usage": "usage", "perplexity": "ppl", "bits_per_code": "bits"}
-    return {short.get(k, k): f"{metrics[k]:.3g}" for k in keys if k in metrics}
+    return {
+        "step": str(step),
+        **{short.get(k, k): f"{metrics[k]:.3g}" for k in keys if k in metrics},
+    }

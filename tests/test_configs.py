@@ -1,0 +1,70 @@
+"""Typed configs: unknown keys and wrong types are rejected with a message naming them."""
+
+import pytest
+
+from vqvae import configs
+from vqvae.errors import ConfigError
+from vqvae.pipeline.run import RunConfig, resolve_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[model.quantizer]\ncodebook_size = 64\n[train]\nlr = 0.01\n")
+    cfg, raw = resolve_config(f, ["train.lr=0.002", "model.recon_loss=bce", "train.minutes=none"])
+    assert cfg.model.quantizer.codebook_size == 64
+    assert cfg.train.lr == 0.002 and cfg.train.minutes is None
+    assert cfg.model.recon_loss == "bce"
+    assert raw["model"]["quantizer"] == {"codebook_size": 64}
+
+
+def test_yaml_and_json_files(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  batch_size: 32\n")
+    assert resolve_config(tmp_path / "c.yaml", [])[0].train.batch_size == 32
+    (tmp_path / "c.json").write_text('{"train": {"batch_size": 16}}')
+    assert resolve_config(tmp_path / "c.json", [])[0].train.batch_size == 16
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.codebook_sise=3", "unknown key.*codebook_sise"),
+        ("train.lr=fast", r"train.lr: expected a number, got 'fast'"),
+        ("train.batch_size=1.5", "train.batch_size: expected an integer"),
+        ("model.recon_loss=l1", "expected one of 'mse', 'bce'"),
+        ("model.quantizer.kmeans_init=1", "expected true/false"),
+        ("model=3", "expected a table"),
+        ("model.quantizer.codebook_size=1", "codebook_size must be at least 2"),
+        ("model.image_size=30", "not divisible"),
+        ("nonsense", "expected key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config(tmp_path / "nope.toml", [])
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        resolve_config(tmp_path / "bad.toml", [])
+    (tmp_path / "c.ini").write_text("")
+    with pytest.raises(ConfigError, match=".toml, .yaml"):
+        resolve_config(tmp_path / "c.ini", [])
+
+
+def test_replace_never_mutates_the_original():
+    cfg = RunConfig()
+    other = configs.replace(cfg.train, "train", lr=0.5)
+    assert cfg.train.lr != 0.5 and other.lr == 0.5
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for f in files:
+        resolve_config(f, [])
