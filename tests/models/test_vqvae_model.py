@@ -45,7 +45,7 @@ def test_bce_binarises_inputs_and_decodes_probabilities():
     m = tiny(recon_loss="bce").eval()
     x = torch.rand(3, 1, 8, 8)
     out = m(x)
-    assert 0 <= out.reconstruction.min() and out.reconstruction.max() <= 1
+    assert out.reconstruction.min() >= 0 and out.reconstruction.max() <= 1
     # inputs 0.6 and 0.9 binarise to the same target, so they give the same loss
     a = m(torch.full((1, 1, 8, 8), 0.6)).recon_loss
     b = m(torch.full((1, 1, 8, 8), 0.9)).recon_loss

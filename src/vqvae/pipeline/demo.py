@@ -25,7 +25,7 @@ DEMO_CONFIG: dict[str, Any] = {
 def run_demo(out: str | Path, overrides: list[str], show_progress: bool = True) -> dict[str, Any]:
     config, raw = resolve_config(None, overrides, base=DEMO_CONFIG)
     out = Path(out)
-    summary = stages.train_vqvae("digits", out, config, raw, show_progress=show_progress)
+    stages.train_vqvae("digits", out, config, raw, show_progress=show_progress)
     stages.train_prior(out, None, {}, show_progress=show_progress)
     stages.sample(out, 10, out / "samples.png")
     return stages.evaluate(out, None)
