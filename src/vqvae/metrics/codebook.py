@@ -47,3 +47,15 @@ class CodebookHealth:
 
     def stats(self) -> dict[str, float]:
         return codebook_stats(self.counts)
+
+    def state_dict(self) -> Tensor:
+        """The histograms in the window, oldest first: (steps, K) float64 (for checkpoints)."""
+        if not self._window:
+            return torch.zeros(0, self.codebook_size, dtype=torch.float64)
+        return torch.stack(list(self._window))
+
+    def load_state_dict(self, window: Tensor) -> None:
+        self._window.clear()
+        self._total = torch.zeros(self.codebook_size, dtype=torch.float64)
+        for counts in window:
+            self.update(counts)
