@@ -1,7 +1,12 @@
 """The training loop, batches and checkpoints shared by every model."""
 
 from vqvae.training.batches import ShuffledBatches
-from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vqvae.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from vqvae.training.logger import MetricsLog, read_log
 from vqvae.training.loop import TrainConfig, TrainingDiverged, TrainResult, fit, learning_rate
 
@@ -17,4 +22,5 @@ __all__ = [
     "load_checkpoint",
     "read_log",
     "save_checkpoint",
+    "verify_checkpoint",
 ]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vqvae.files import atomic_write_text
+
 
 class MetricsLog:
     def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None) -> None:
@@ -47,3 +49,12 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
     return rows
+
+
+def truncate_log(path: str | Path, step: int) -> None:
+    """Drop the rows after ``step`` (a resumed run logs those steps again)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    rows = [r for r in read_log(path) if int(r.get("step", 0)) <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -4,6 +4,15 @@ A model plugs in by providing ``training_losses(batch) -> dict`` (a differentiab
 other scalar metrics, and optionally ``"code_counts"`` for codebook health) and
 ``save_pretrained(dir)``. The loop reads top to bottom: learning rate for this step → batch →
 loss → backward → step → log → checkpoint.
+
+Inside a torch.distributed process group (see ``vqvae.distributed``) the model is wrapped in
+DDP so gradients are averaged over ranks; every rank makes the same decisions (stop, skip,
+diverge) from one small collective per step, and only rank 0 writes logs and checkpoints.
+
+Resuming is exact for step budgets: model, optimiser, codebook buffers, health window, RNG
+states, data position and step come back from the checkpoint, so a run killed at any moment
+and resumed ends with the same weights as one never interrupted. With ``minutes`` the schedule
+follows the wall clock, which no checkpoint can replay.
 """
 
 from __future__ import annotations
@@ -11,19 +20,31 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from vqvae import distributed
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.metrics import CodebookHealth
 from vqvae.training.batches import ShuffledBatches
-from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vqvae.training.logger import MetricsLog
+from vqvae.training.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from vqvae.training.logger import MetricsLog, truncate_log
+
+# With train.skip_nonfinite, this many non-finite batches in a row still stop the run.
+MAX_CONSECUTIVE_SKIPS = 10
 
 
 class TrainingDiverged(VQVAEError):
@@ -34,7 +55,7 @@ class TrainingDiverged(VQVAEError):
 class TrainConfig:
     steps: int | None = 10_000  # None: no step cap (then minutes must be set)
     minutes: float | None = None  # wall-clock budget; training ends at steps or minutes
-    batch_size: int = 128
+    batch_size: int = 128  # per process: W processes train on W·batch_size items a step
     lr: float = 1e-3
     warmup_steps: int = 100
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -45,6 +66,7 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_every: int = 500
     health_window: int = 0  # steps in the codebook-health window; 0 = one epoch
+    skip_nonfinite: bool = False  # skip a batch with a NaN/inf loss or gradient instead of stopping
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -78,15 +100,20 @@ class TrainResult:
     seconds: float
     interrupted: bool
     metrics: dict[str, float]
+    stop_signal: int | None = None  # the signal that interrupted the run, when this rank got one
+    skipped: int = 0  # batches skipped for a non-finite loss or gradient
 
 
 @contextmanager
 def _stop_on_signals():
-    """SIGINT/SIGTERM ask the loop to stop after the current step (then it checkpoints)."""
-    requested = {"stop": False}
+    """SIGINT/SIGTERM ask the loop to stop after the current step (then it checkpoints). A
+    second signal stops at once (KeyboardInterrupt)."""
+    requested: dict[str, Any] = {"stop": False, "signal": None}
 
     def handler(signum, frame):  # noqa: ARG001
-        requested["stop"] = True
+        if requested["stop"]:
+            raise KeyboardInterrupt
+        requested["stop"], requested["signal"] = True, signum
 
     previous = {}
     try:
@@ -101,6 +128,39 @@ def _stop_on_signals():
             signal.signal(sig, old)
 
 
+class _TrainingLosses(nn.Module):
+    """Makes ``model.training_losses`` the ``forward`` DDP wraps, so DDP sees the call and
+    averages the gradients it produces."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: tuple) -> dict[str, torch.Tensor]:
+        return self.model.training_losses(batch)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP when this process is one of several, else the model's own ``training_losses``.
+
+    ``find_unused_parameters``: a module that a step does not use (a class embedding without
+    labels, a branch of a variant) would otherwise leave DDP waiting for its gradient forever.
+    ``broadcast_buffers=False``: codebook buffers are kept identical by the quantizers
+    themselves (statistics summed over ranks), not overwritten by rank 0's copy.
+    """
+    wrapped = _TrainingLosses(model)
+    if not distributed.is_distributed():
+        return wrapped
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        wrapped,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+        find_unused_parameters=True,
+    )
+
+
 def fit(
     model: torch.nn.Module,
     batches: ShuffledBatches,
@@ -110,8 +170,13 @@ def fit(
     resume: bool = False,
     desc: str = "train",
     show_progress: bool = True,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``batches``; write logs and checkpoints under ``run_dir`` if given."""
+    """Train ``model`` on ``batches``; write logs and checkpoints under ``run_dir`` if given.
+
+    ``on_step(step, model)`` is called on every rank after each optimisation step.
+    """
+    main = distributed.is_main_process()
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     device = next(model.parameters()).device
@@ -119,20 +184,53 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     torch.manual_seed(config.seed)
 
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, skipped, health_window = 0, 0.0, 0, None
     if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(path, model, optimizer)
+        state, extra = load_checkpoint(path, model, optimizer)
+        restore_rng(extra, state.get("rng", {}), device)
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        skipped = int(state.get("skipped", 0))
         batches.load_state_dict(state["batches"])
-    log = MetricsLog(run_dir / "log.jsonl", run_dir / "tensorboard") if run_dir else None
+        health_window = extra.get("health.window")
+    log = None
+    if run_dir is not None and main:
+        if resume:  # steps after the checkpoint will be logged again
+            truncate_log(run_dir / "log.jsonl", step)
+        log = MetricsLog(run_dir / "log.jsonl", run_dir / "tensorboard")
     health = None
     window = config.health_window or batches.steps_per_epoch
+    last_saved = step if resume and step else None
 
     def checkpoint(elapsed: float) -> None:
-        if ckpt_dir is not None:
-            trainer_state = {"step": step, "elapsed": elapsed, "batches": batches.state_dict()}
-            save_checkpoint(ckpt_dir, model, optimizer, trainer_state)
+        nonlocal last_saved
+        if ckpt_dir is None:
+            return
+        tensors, rng_meta = capture_rng(device)  # a collective: every rank takes part
+        if health is not None:
+            tensors["health.window"] = health.state_dict()
+        if main:
+            trainer_state = {
+                "step": step,
+                "elapsed": elapsed,
+                "skipped": skipped,
+                "batches": batches.state_dict(),
+                "rng": rng_meta,
+            }
+            save_checkpoint(ckpt_dir, model, optimizer, trainer_state, tensors=tensors)
+        last_saved = step
 
+    def diverged(what: str) -> TrainingDiverged:  # what: "loss became nan", ...
+        kept = (
+            f"the last good checkpoint (step {last_saved}) is kept"
+            if last_saved is not None
+            else "no checkpoint was written"
+        )
+        return TrainingDiverged(
+            f"{desc}: {what} at step {step + 1}; {kept} (lower train.lr, raise train.grad_clip, "
+            "or set train.skip_nonfinite=true)"
+        )
+
+    trainer = _data_parallel(model, device)
     budget = config.minutes * 60 if config.minutes else math.inf
     start = time.perf_counter()
     metrics: dict[str, float] = {}
@@ -144,65 +242,105 @@ def fit(
         initial=round(elapsed_before) if by_time else step,
         unit="s" if by_time else "step",
         desc=desc,
-        disable=not show_progress,
+        disable=not (show_progress and main),
         leave=False,
     )
-    model.train()
-    interrupted = False
-    with _stop_on_signals() as stop:
-        while step < max_steps:
-            elapsed = elapsed_before + time.perf_counter() - start
-            progress = max(step / max_steps, elapsed / budget)
-            if progress >= 1.0:
-                break
-            if stop["stop"]:
-                interrupted = True
-                break
-            lr = learning_rate(config, step, progress)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    trainer.train()
+    interrupted, stop_requested, consecutive = False, False, 0
+    try:
+        with _stop_on_signals() as stop:
+            while step < max_steps:
+                elapsed = elapsed_before + time.perf_counter() - start
+                progress = max(step / max_steps, elapsed / budget)
+                if progress >= 1.0:
+                    break
+                if stop_requested:
+                    interrupted = True
+                    break
+                lr = learning_rate(config, step, progress)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
-            batch = tuple(None if t is None else t.to(device) for t in next(batches))
-            out = model.training_losses(batch)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"{desc}: loss became {float(loss)} at step {step}; the last good checkpoint "
-                    "is kept (lower train.lr or raise train.grad_clip)"
+                batch = tuple(None if t is None else t.to(device) for t in next(batches))
+                # A skipped batch must leave no trace, including codebook buffers the forward
+                # pass updates (EMA statistics, k-means, resets).
+                snapshot = _snapshot(model) if config.skip_nonfinite else None
+                out = trainer(batch)
+                loss = out["loss"]
+                loss_ok = bool(torch.isfinite(loss))
+                # One collective a step: the decisions every rank must share.
+                bad, stop_requested = distributed.any_rank(not loss_ok, stop["stop"])
+                what = (
+                    f"loss became {float(loss)}"
+                    if not loss_ok
+                    else "another rank's loss became non-finite"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            step += 1
+                optimizer.zero_grad(set_to_none=True)
+                if not bad:
+                    loss.backward()  # DDP averages the gradients over ranks here
+                    if config.grad_clip > 0:
+                        norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                        # The averaged gradient is the same on every rank: so is this decision.
+                        bad = not bool(torch.isfinite(norm))
+                        what = f"gradient norm became {float(norm)}"
+                if bad:
+                    if snapshot is None:
+                        raise diverged(what)
+                    consecutive += 1
+                    skipped += 1
+                    if consecutive > MAX_CONSECUTIVE_SKIPS:
+                        raise diverged(f"{consecutive} batches in a row were non-finite")
+                    model.load_state_dict(snapshot)
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    consecutive = 0
+                    optimizer.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step, model)
 
-            counts = out.get("code_counts")
-            if counts is not None:
-                if health is None:
-                    health = CodebookHealth(counts.numel(), window)
-                health.update(counts)
-            if step % max(config.log_every, 1) == 0 or step == max_steps:
-                metrics = {k: float(v.detach()) for k, v in out.items() if k != "code_counts"}
-                if health is not None:
-                    metrics.update(health.stats())
-                metrics["lr"] = lr
-                if log is not None:
-                    log.write(step, metrics)
-                bar.set_postfix(_postfix(metrics, step), refresh=False)
-            if by_time:
-                bar.update(round(elapsed_before + time.perf_counter() - start) - bar.n)
-            else:
-                bar.update(1)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                checkpoint(elapsed_before + time.perf_counter() - start)
-    bar.close()
-    seconds = elapsed_before + time.perf_counter() - start
-    checkpoint(seconds)
-    if log is not None:
-        log.close()
-    return TrainResult(step=step, seconds=seconds, interrupted=interrupted, metrics=metrics)
+                counts = out.get("code_counts")
+                if counts is not None and not bad:
+                    if health is None:
+                        health = CodebookHealth(counts.numel(), window)
+                        if health_window is not None:
+                            health.load_state_dict(health_window)
+                    health.update(counts.flatten())
+                if step % max(config.log_every, 1) == 0 or step == max_steps:
+                    values = {k: float(v.detach()) for k, v in out.items() if k != "code_counts"}
+                    metrics = distributed.mean_over_ranks(values)  # a collective at set steps
+                    if health is not None:
+                        metrics.update(health.stats())
+                    metrics["lr"] = lr
+                    if skipped:
+                        metrics["skipped"] = skipped
+                    if log is not None:
+                        log.write(step, metrics)
+                    bar.set_postfix(_postfix(metrics, step), refresh=False)
+                if by_time:
+                    bar.update(round(elapsed_before + time.perf_counter() - start) - bar.n)
+                else:
+                    bar.update(1)
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    checkpoint(elapsed_before + time.perf_counter() - start)
+        seconds = elapsed_before + time.perf_counter() - start
+        checkpoint(seconds)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return TrainResult(
+        step=step,
+        seconds=seconds,
+        interrupted=interrupted,
+        metrics=metrics,
+        stop_signal=stop["signal"],
+        skipped=skipped,
+    )
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _postfix(metrics: dict[str, Any], step: int) -> dict[str, str]:
