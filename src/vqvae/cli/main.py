@@ -7,6 +7,7 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="codes file (.safetensors)")
     p.add_argument("--split", choices=("train", "test"), default="train")
 
+    p = sub.add_parser("decode", help="decode a codes file (from `vqvae encode`) to images")
+    p.add_argument("run")
+    p.add_argument("--codes", required=True, help="codes file (.safetensors)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--n", type=int, default=16, help="number of index maps to decode")
+
     p = sub.add_parser("train-prior", help="train the PixelCNN prior on the run's codes")
     p.add_argument("run")
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
@@ -112,6 +119,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqvae.distributed import is_main_process
     from vqvae.pipeline import stages
     from vqvae.pipeline.run import resolve_config
 
@@ -124,8 +132,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "train":
         config, raw = resolve_config(args.config, args.overrides + _budget_overrides(args, "train"))
         summary = stages.train_vqvae(args.data, args.out, config, raw, resume=args.resume)
+        if not is_main_process():
+            return _exit_status(summary.result)
         state = "interrupted at" if summary.result.interrupted else "finished"
         print(f"training {state} step {summary.result.step} ({summary.result.seconds:.0f} s)")
+        if summary.result.interrupted:
+            print(f"saved; continue with: vqvae train --data {args.data} --out {args.out} --resume")
+            return _exit_status(summary.result)
         _print_metrics("test split:", summary.metrics)
     elif args.command == "reconstruct":
         print(stages.reconstruct(args.run, args.data, args.out, args.n))
@@ -136,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
         base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS}
         raw = configs.merge_overrides(base, args.overrides + _budget_overrides(args, "prior_train"))
         metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
-        _print_metrics("prior, test split:", metrics)
+        if is_main_process():
+            _print_metrics("prior, test split:", metrics)
+    elif args.command == "decode":
+        print(stages.decode_codes(args.run, args.codes, args.out, args.n))
     elif args.command == "sample":
         path = stages.sample(
             args.run,
@@ -159,10 +175,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_status(result) -> int:
+    """0 for a finished run; 128 + the signal number (as a shell reports it) for an interrupted
+    one, so that a scheduler can tell a preempted run from a finished one."""
+    if not result.interrupted:
+        return 0
+    return 128 + (result.stop_signal or signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        from vqvae.distributed import process_group_from_env
+
+        # Under torchrun (WORLD_SIZE > 1) every process joins the group before any work.
+        with process_group_from_env():
+            return run(args)
     except VQVAEError as e:
         print(f"vqvae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqvae import configs
+from vqvae import configs, distributed
 from vqvae.data import DataSplits, ImageSet, load_codes, load_data, save_codes
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
@@ -21,7 +21,14 @@ from vqvae.models import VQVAE
 from vqvae.pipeline import plots
 from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.priors import GatedPixelCNN
-from vqvae.training import ShuffledBatches, TrainResult, fit, read_log
+from vqvae.training import (
+    ShuffledBatches,
+    TrainResult,
+    fit,
+    latest_checkpoint,
+    read_log,
+    verify_checkpoint,
+)
 
 EVAL_BATCH = 500
 
@@ -87,9 +94,15 @@ def train_vqvae(
                 f"{run.path}: already holds a run; pass --resume or choose a new --out"
             )
         config, data = _fit_model_to_data(spec, config, raw)
+    torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
     model = VQVAE(config.model)  # validates the config before anything is written
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(config, spec)
+    if resume and (ckpt := latest_checkpoint(run.path / "checkpoints")) is not None:
+        verify_checkpoint(ckpt, model)  # a corrupt or foreign checkpoint: refuse, write nothing
+    main = distributed.is_main_process()
+    distributed.barrier()  # every rank has checked the run before rank 0 writes to it
+    if main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config, spec)
 
     batches = ShuffledBatches(
         (_tensor(data.train.images), _labels(data.train)),
@@ -97,7 +110,7 @@ def train_vqvae(
         config.train.seed,
     )
     result = fit(
-        model,
+        model.to(distributed.local_device()),
         batches,
         config.train,
         run_dir=run.path,
@@ -105,7 +118,12 @@ def train_vqvae(
         desc="vqvae",
         show_progress=show_progress,
     )
+    model.cpu()
+    if not main:
+        return TrainSummary(run.path, result, {})
     model.save_pretrained(run.model_dir)
+    if result.interrupted:  # stop promptly: the checkpoint is saved, --resume continues
+        return TrainSummary(run.path, result, {})
     metrics = reconstruction_metrics(model, data.test)
     write_training_pictures(run, model, data)
     return TrainSummary(run.path, result, metrics)
@@ -202,6 +220,33 @@ def encode_dataset(
     return Path(out)
 
 
+def decode_codes(
+    run_path: str | Path, codes_path: str | Path, out: str | Path, n: int = 16
+) -> Path:
+    """Decode the first ``n`` index maps of a codes file (``vqvae encode``) to an image grid."""
+    run = RunDir(run_path)
+    model = VQVAE.from_pretrained(run.require_model())
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    codes = load_codes(codes_path)
+    k = model.config.quantizer.codebook_size
+    indices = codes.indices[:n]
+    if indices.size and int(indices.max()) >= k:
+        raise VQVAEError(
+            f"{codes_path}: index {int(indices.max())} is out of range for the model's "
+            f"codebook of {k} codes"
+        )
+    c, size = model.config.in_channels, model.config.image_size
+    expected = tuple(model.encode(torch.zeros(1, c, size, size)).shape[1:])
+    if tuple(indices.shape[1:]) != expected:
+        raise VQVAEError(
+            f"{codes_path}: index maps of shape {tuple(indices.shape[1:])}, the model's are "
+            f"{expected}"
+        )
+    images = model.decode_indices(torch.from_numpy(indices)).clamp(0, 1).numpy()
+    return plots.save_image_grid(out, [images])
+
+
 def _cached_codes(run: RunDir, model: VQVAE, data: DataSplits, split: str):
     """The run's codes for ``split``, re-encoded when the model is newer than the cache."""
     path = run.codes_dir / f"{split}.safetensors"
@@ -223,6 +268,14 @@ def _cached_codes(run: RunDir, model: VQVAE, data: DataSplits, split: str):
     return load_codes(path)
 
 
+def _codes_on_every_rank(run: RunDir, model: VQVAE, data: DataSplits, split: str):
+    """Rank 0 fills the codes cache; the other ranks read what it wrote."""
+    main = distributed.is_main_process()
+    codes = _cached_codes(run, model, data, split) if main else None
+    distributed.barrier()
+    return codes if main else load_codes(run.codes_dir / f"{split}.safetensors")
+
+
 # --- stage 2: the prior --------------------------------------------------------------------
 def train_prior(
     run_path: str | Path,
@@ -237,8 +290,9 @@ def train_prior(
     model = VQVAE.from_pretrained(run.require_model())
     config = _with_prior_overrides(config, overrides)
     data = load_for_model(spec or saved_spec, config)
-    train_codes = _cached_codes(run, model, data, "train")
-    test_codes = _cached_codes(run, model, data, "test")
+    main = distributed.is_main_process()
+    train_codes = _codes_on_every_rank(run, model, data, "train")
+    test_codes = _codes_on_every_rank(run, model, data, "test")
     conditional = config.conditional_prior and train_codes.labels is not None
     num_classes = int(data.train.num_classes or 0) if conditional else 0
     prior_config = configs.replace(
@@ -248,11 +302,14 @@ def train_prior(
         num_classes=num_classes,
     )
     config = configs.replace(config, "config", prior=prior_config)
-    if not resume and run.prior_dir.exists():
+    torch.manual_seed(config.prior_train.seed)
+    prior = GatedPixelCNN(prior_config)
+    if resume and (ckpt := latest_checkpoint(run.prior_dir / "checkpoints")) is not None:
+        verify_checkpoint(ckpt, prior)
+    if main and not resume and run.prior_dir.exists():
         import shutil
 
         shutil.rmtree(run.prior_dir)  # a new prior replaces the old one
-    prior = GatedPixelCNN(prior_config)
     labels = torch.from_numpy(train_codes.labels) if conditional else None
     batches = ShuffledBatches(
         (torch.from_numpy(train_codes.indices), labels),
@@ -260,7 +317,7 @@ def train_prior(
         config.prior_train.seed,
     )
     fit(
-        prior,
+        prior.to(distributed.local_device()),
         batches,
         config.prior_train,
         run_dir=run.prior_dir,
@@ -268,6 +325,9 @@ def train_prior(
         desc="prior",
         show_progress=show_progress,
     )
+    prior.cpu()
+    if not main:
+        return {}
     prior.save_pretrained(run.prior_model_dir)
     run.write_config(config, spec or saved_spec)
     plots.plot_loss_curves(
