@@ -1,7 +1,15 @@
 """Metrics: pure functions of tensors (they import no models)."""
 
-from vqvae.metrics.codebook import CodebookHealth, codebook_stats
+from vqvae.metrics.codebook import CodebookHealth, code_histogram, codebook_stats
 from vqvae.metrics.image import psnr_from_mse, ssim
 from vqvae.metrics.likelihood import bits_per_dim, nll_bits
 
-__all__ = ["CodebookHealth", "bits_per_dim", "codebook_stats", "nll_bits", "psnr_from_mse", "ssim"]
+__all__ = [
+    "CodebookHealth",
+    "bits_per_dim",
+    "code_histogram",
+    "codebook_stats",
+    "nll_bits",
+    "psnr_from_mse",
+    "ssim",
+]

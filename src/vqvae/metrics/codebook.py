@@ -12,9 +12,22 @@ import torch
 from torch import Tensor
 
 
-def codebook_stats(counts: Tensor) -> dict[str, float]:
-    """From a histogram of code assignments (K,): usage fraction, perplexity, dead codes."""
-    counts = counts.double()
+def codebook_stats(counts: Tensor, levels: int = 1) -> dict[str, float]:
+    """From a histogram of code assignments (K,): usage fraction, perplexity, dead codes.
+
+    For a residual quantizer pass the levels' histograms side by side, (L·K,) or (L, K), with
+    ``levels = L``: the totals then count (level, code) pairs (usage = the mean of the levels'
+    usage, dead codes = their sum, perplexity = that of the pairs, at most L·K), and
+    ``level{l}_codebook_usage``, ``level{l}_perplexity``, ``level{l}_dead_codes`` are added.
+    """
+    stats = _stats(counts.double().flatten())
+    if levels > 1:
+        for l, row in enumerate(counts.double().reshape(levels, -1)):
+            stats.update({f"level{l}_{k}": v for k, v in _stats(row).items()})
+    return stats
+
+
+def _stats(counts: Tensor) -> dict[str, float]:
     k = counts.numel()
     used = int((counts > 0).sum())
     p = counts / counts.sum().clamp_min(1)
@@ -24,6 +37,17 @@ def codebook_stats(counts: Tensor) -> dict[str, float]:
         "perplexity": float(torch.exp(entropy)),
         "dead_codes": k - used,
     }
+
+
+def code_histogram(indices: Tensor, codebook_size: int, levels: int = 0) -> Tensor:
+    """Histogram (K,) float64 of an index map (B, *S); for ``levels = L > 0`` the map is
+    (B, L, *S) and the result holds the levels' histograms side by side, (L·K,)."""
+    indices = indices.long()
+    if levels:
+        offset = torch.arange(levels, device=indices.device) * codebook_size  # (L,)
+        indices = indices + offset.reshape(1, levels, *([1] * (indices.dim() - 2)))
+    n = max(1, levels) * codebook_size
+    return torch.bincount(indices.flatten(), minlength=n).double().cpu()
 
 
 class CodebookHealth:

@@ -115,7 +115,9 @@ class VQVAE(nn.Module):
     # --- the index level --------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w). Uses eval-mode behaviour."""
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w), or (B, L, h, w) for a
+        residual quantizer (``quantizer.index_levels = L``: one map per level). Uses eval-mode
+        behaviour."""
         self._check_images(x)
         if self.config.recon_loss == "bce":
             x = (x > 0.5).to(x.dtype)
@@ -128,9 +130,12 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Code indices (B, h, w) -> images (B, C, H, W) in data space."""
-        if indices.dim() != 3:
-            raise ValueError(f"expected indices (B, h, w), got shape {tuple(indices.shape)}")
+        """Code indices (B, h, w), or (B, L, h, w) for a residual quantizer -> images (B, C, H, W)
+        in data space."""
+        levels = self.quantizer.index_levels
+        if indices.dim() != (4 if levels else 3):
+            expected = f"(B, {levels}, h, w)" if levels else "(B, h, w)"
+            raise ValueError(f"expected indices {expected}, got shape {tuple(indices.shape)}")
         out = self.decoder(self.quantizer.lookup(indices))
         return torch.sigmoid(out) if self.config.recon_loss == "bce" else out + 0.5
 
@@ -140,9 +145,10 @@ class VQVAE(nn.Module):
 
     @property
     def bits_per_image(self) -> float:
-        """Capacity of the discrete code: M·log2 K bits for M codes."""
+        """Capacity of the discrete code: M·log2 K bits for M codes (M·L·log2 K for L levels)."""
         h, w = self.config.grid
-        return h * w * math.log2(self.config.quantizer.codebook_size)
+        levels = max(1, self.quantizer.index_levels)
+        return h * w * levels * math.log2(self.quantizer.codebook_size)
 
     def _check_images(self, x: Tensor) -> None:
         c, s = self.config.in_channels, self.config.image_size

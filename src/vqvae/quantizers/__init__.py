@@ -1,24 +1,41 @@
 """The codebook family: drop-in ``nn.Module`` quantizers around one nearest-code core."""
 
+from vqvae.quantizers.base import (
+    Quantizer,
+    QuantizerOutput,
+    perplexity_of,
+    rotation_trick,
+    straight_through,
+)
 from vqvae.quantizers.config import QuantizerConfig, build_quantizer
 from vqvae.quantizers.core import nearest_code
+from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS
 from vqvae.quantizers.kmeans import kmeans
+from vqvae.quantizers.lowdim import LowDimQuantizer
+from vqvae.quantizers.residual import ResidualVectorQuantizer
 from vqvae.quantizers.vq import (
     CodebookQuantizer,
+    CosineVectorQuantizer,
     EMAVectorQuantizer,
-    QuantizerOutput,
     VectorQuantizer,
-    perplexity_of,
 )
 
 __all__ = [
+    "FSQ",
+    "RECOMMENDED_LEVELS",
     "CodebookQuantizer",
+    "CosineVectorQuantizer",
     "EMAVectorQuantizer",
+    "LowDimQuantizer",
+    "Quantizer",
     "QuantizerConfig",
     "QuantizerOutput",
+    "ResidualVectorQuantizer",
     "VectorQuantizer",
     "build_quantizer",
     "kmeans",
     "nearest_code",
     "perplexity_of",
+    "rotation_trick",
+    "straight_through",
 ]

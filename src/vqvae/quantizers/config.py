@@ -1,51 +1,141 @@
-"""The quantizer section of a model config, and the one place that turns it into a module."""
+"""The quantizer section of a model config, and the one place that turns it into a module.
+
+``kind`` picks the quantizer; the options below it apply where their comment says and are
+ignored elsewhere (so switching ``kind`` never requires unsetting anything):
+
+==============  ========================================================================
+``vq``          codebook learned by gradient (codebook + commitment losses)
+``ema``         codebook moved by exponential moving averages (paper appendix A.1)
+``cosine``      l2-normalised codes and encoder outputs (gradient codebook)
+``residual``    ``levels`` EMA codebooks on successive residuals; indices (B, L, h, w)
+``fsq``         finite scalar quantization on the grid ``fsq_levels``; no codebook
+==============  ========================================================================
+
+``lookup_dim`` > 0 wraps any codebook kind in a learned projection D -> lookup_dim -> D and
+``gradient`` picks the estimator (straight-through or the rotation trick) of any codebook kind.
+
+For ``fsq`` the codebook size is the grid size: ``codebook_size`` must equal
+``prod(fsq_levels)``. With ``fsq_levels`` empty the levels come from the paper's recommended
+sets, so ``codebook_size`` must then be one of 240, 1000, 4375, 15360, 64000 (≈ 2^8 ... 2^16).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from vqvae.errors import ConfigError
-from vqvae.quantizers.vq import CodebookQuantizer, EMAVectorQuantizer, VectorQuantizer
+from vqvae.quantizers.base import Quantizer
+from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS
+from vqvae.quantizers.lowdim import LowDimQuantizer
+from vqvae.quantizers.residual import ResidualVectorQuantizer
+from vqvae.quantizers.vq import (
+    CodebookQuantizer,
+    CosineVectorQuantizer,
+    EMAVectorQuantizer,
+    VectorQuantizer,
+)
+
+_WHERE = "model.quantizer"
 
 
 @dataclass
 class QuantizerConfig:
-    kind: Literal["vq", "ema"] = "ema"  # gradient codebook, or EMA updates (paper appendix A.1)
-    codebook_size: int = 512  # K
-    dim: int = 64  # D
-    beta: float = 0.25  # weight of the commitment term
-    decay: float = 0.99  # EMA decay (kind = "ema")
-    kmeans_init: bool = True  # k-means on the first training batch's encoder outputs
+    kind: Literal["vq", "ema", "cosine", "residual", "fsq"] = "ema"
+    codebook_size: int = 512  # K (per level for residual; prod(fsq_levels) for fsq)
+    dim: int = 64  # D, the encoder's output channels
+    beta: float = 0.25  # weight of the commitment term (codebook kinds)
+    decay: float = 0.99  # EMA decay (ema, residual)
+    kmeans_init: bool = True  # k-means on the first training batch's encoder outputs (codebooks)
     dead_code_threshold: float = 0.03  # reset codes used less than this per step (0 = never)
     usage_decay: float = 0.99  # running-usage window ≈ 1 / (1 - usage_decay) steps
+    gradient: Literal["ste", "rotation"] = "ste"  # straight-through or rotation trick (codebooks)
+    lookup_dim: int = 0  # search in a learned projection to this many dims (0 = off; codebooks)
+    levels: int = 2  # residual: number of quantizers on successive residuals
+    fsq_levels: tuple[int, ...] = ()  # fsq: bins per channel; () = the paper's set for K
 
     def __post_init__(self) -> None:
+        def bad(option: str, message: str) -> ConfigError:
+            return ConfigError(f"{_WHERE}.{option} {message}")
+
         if self.codebook_size < 2:
-            raise ConfigError(
-                f"quantizer.codebook_size must be at least 2, got {self.codebook_size}"
-            )
+            raise bad("codebook_size", f"must be at least 2, got {self.codebook_size}")
         if self.dim < 1:
-            raise ConfigError(f"quantizer.dim must be at least 1, got {self.dim}")
+            raise bad("dim", f"must be at least 1, got {self.dim}")
         if self.beta < 0:
-            raise ConfigError(f"quantizer.beta must be >= 0, got {self.beta}")
+            raise bad("beta", f"must be >= 0, got {self.beta}")
         if not 0 < self.decay < 1:
-            raise ConfigError(f"quantizer.decay must be in (0, 1), got {self.decay}")
+            raise bad("decay", f"must be in (0, 1), got {self.decay}")
         if not 0 <= self.usage_decay < 1:
-            raise ConfigError(f"quantizer.usage_decay must be in [0, 1), got {self.usage_decay}")
+            raise bad("usage_decay", f"must be in [0, 1), got {self.usage_decay}")
         if self.dead_code_threshold < 0:
-            raise ConfigError(
-                f"quantizer.dead_code_threshold must be >= 0, got {self.dead_code_threshold}"
+            raise bad("dead_code_threshold", f"must be >= 0, got {self.dead_code_threshold}")
+        if self.lookup_dim < 0:
+            raise bad("lookup_dim", f"must be >= 0 (0 = off), got {self.lookup_dim}")
+        if self.levels < 1:
+            raise bad("levels", f"must be at least 1, got {self.levels}")
+        if self.kind == "fsq":
+            self._check_fsq(bad)
+        elif self.fsq_levels:
+            raise bad("fsq_levels", f"applies to kind = 'fsq' only, not {self.kind!r}")
+
+    def _check_fsq(self, bad) -> None:
+        if self.lookup_dim:
+            raise bad("lookup_dim", "does not apply to kind = 'fsq' (FSQ projects by itself)")
+        if self.gradient != "ste":
+            raise bad("gradient", "must be 'ste' for kind = 'fsq' (rounding has no code to rotate)")
+        if any(n < 2 for n in self.fsq_levels):
+            raise bad("fsq_levels", f"must all be >= 2, got {list(self.fsq_levels)}")
+        levels = self.resolved_fsq_levels()
+        if levels is None:
+            sizes = ", ".join(str(math.prod(v)) for v in RECOMMENDED_LEVELS.values())
+            raise bad(
+                "codebook_size",
+                f"= {self.codebook_size} has no recommended FSQ level set; set "
+                f"{_WHERE}.fsq_levels (e.g. [8, 8, 8] for 512) or codebook_size to one of {sizes}",
+            )
+        if math.prod(levels) != self.codebook_size:
+            raise bad(
+                "codebook_size",
+                f"must equal prod(fsq_levels) = {math.prod(levels)} for kind = 'fsq', "
+                f"got {self.codebook_size}",
             )
 
+    def resolved_fsq_levels(self) -> tuple[int, ...] | None:
+        """``fsq_levels``, or the paper's recommended set whose grid has ``codebook_size``
+        points (None if there is none)."""
+        if self.fsq_levels:
+            return tuple(self.fsq_levels)
+        for levels in RECOMMENDED_LEVELS.values():
+            if math.prod(levels) == self.codebook_size:
+                return levels
+        return None
 
-def build_quantizer(config: QuantizerConfig) -> CodebookQuantizer:
+
+def build_quantizer(config: QuantizerConfig) -> Quantizer:
+    """The one factory: a ``QuantizerConfig`` -> the quantizer module it describes."""
+    if config.kind == "fsq":
+        return FSQ(config.resolved_fsq_levels(), config.dim)
+    search_dim = config.lookup_dim or config.dim
+    if config.kind == "residual":
+        levels = [_codebook(config, "ema", search_dim) for _ in range(config.levels)]
+        q: Quantizer = ResidualVectorQuantizer(levels, beta=config.beta, gradient=config.gradient)
+    else:
+        q = _codebook(config, config.kind, search_dim)
+    return LowDimQuantizer(config.dim, q) if config.lookup_dim else q
+
+
+def _codebook(config: QuantizerConfig, kind: str, dim: int) -> CodebookQuantizer:
     common = dict(
         beta=config.beta,
         kmeans_init=config.kmeans_init,
         dead_code_threshold=config.dead_code_threshold,
         usage_decay=config.usage_decay,
+        gradient=config.gradient,
     )
-    if config.kind == "ema":
-        return EMAVectorQuantizer(config.codebook_size, config.dim, decay=config.decay, **common)
-    return VectorQuantizer(config.codebook_size, config.dim, **common)
+    if kind == "ema":
+        return EMAVectorQuantizer(config.codebook_size, dim, decay=config.decay, **common)
+    if kind == "cosine":
+        return CosineVectorQuantizer(config.codebook_size, dim, **common)
+    return VectorQuantizer(config.codebook_size, dim, **common)

@@ -1,51 +1,31 @@
-"""Codebook quantizers: nearest code with a straight-through gradient (van den Oord et al. 2017).
+"""Codebook quantizers: the nearest code from a learned codebook (van den Oord et al. 2017).
 
-Two small classes share one base: ``VectorQuantizer`` learns the codebook by gradient through the
-codebook loss ``||sg[z_e] - e||²``; ``EMAVectorQuantizer`` moves codes to exponential moving
-averages of their assigned encoder outputs (the paper's appendix A.1). The base owns what is the
-same for both: the nearest-code search (``core.nearest_code``), the losses, k-means initialisation
-and dead-code reset.
+Three small classes share one base. ``VectorQuantizer`` learns the codebook by gradient through
+the codebook loss ``||sg[z_e] - e||²``; ``EMAVectorQuantizer`` moves codes to exponential moving
+averages of their assigned encoder outputs (the paper's appendix A.1); ``CosineVectorQuantizer``
+searches l2-normalised vectors. The base owns everything else, once: the search
+(``core.nearest_code``), the losses, the gradient estimator (straight-through or rotation
+trick), k-means initialisation, dead-code reset, and keeping all codebook statistics identical
+on every rank under ``torch.distributed``.
 
-State changes (k-means init, EMA, dead-code reset, usage window) happen only in training mode;
-in eval mode ``forward`` is a pure function of its input.
+State changes (k-means init, EMA, usage, dead-code reset, the pool of recent encoder outputs)
+happen only in training mode; in eval mode ``forward`` is a pure function of its input.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.distributed import all_reduce_sum, broadcast, is_main_process, world_size
 from vqvae.errors import ConfigError
+from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, perplexity_of
 from vqvae.quantizers.core import nearest_code
 from vqvae.quantizers.kmeans import kmeans
 
 
-@dataclass
-class QuantizerOutput:
-    """What every quantizer returns. ``commitment_loss`` already carries β."""
-
-    quantized: Tensor  # (B, D, *S) z_q, with the straight-through gradient to z_e
-    indices: Tensor  # (B, *S) int64
-    codebook_loss: Tensor  # ||sg[z_e] - e||² (zero for EMA codebooks, which get no gradient)
-    commitment_loss: Tensor  # β·||z_e - sg[e]||²
-    code_counts: Tensor  # (K,) how often each code was chosen in this batch
-    perplexity: Tensor  # exp(entropy) of this batch's code histogram (use a window for health)
-
-    @property
-    def loss(self) -> Tensor:
-        return self.codebook_loss + self.commitment_loss
-
-
-def perplexity_of(counts: Tensor) -> Tensor:
-    """exp(entropy) of a code histogram: K when codes are used uniformly, 1 when one code is."""
-    p = counts.float() / counts.sum().clamp_min(1)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
-
-
-class CodebookQuantizer(nn.Module):
+class CodebookQuantizer(Quantizer):
     """Shared core of the codebook quantizers. Input (B, D, *S) channel-first, as convs produce.
 
     Args:
@@ -54,8 +34,12 @@ class CodebookQuantizer(nn.Module):
         beta: weight of the commitment loss β·||z_e - sg[e]||² (0.25 in the paper).
         kmeans_init: on the first training batch, set the codebook by k-means on its vectors.
         dead_code_threshold: a code whose running usage (EMA of assignments per step) falls
-            below this is replaced by a random encoder output of the current batch. 0 disables.
+            below this is replaced by a recent encoder output. 0 disables.
         usage_decay: decay of that running usage; the window is about 1 / (1 - decay) steps.
+        gradient: ``"ste"`` (straight-through) or ``"rotation"`` (rotation trick).
+        recent_size: capacity of the pool of recent encoder outputs that dead codes are reset
+            to; every training step adds at most a quarter of it, so it spans the last few
+            batches. Default max(2K, 4096) vectors. Not saved (it refills in one step).
     """
 
     codebook: Tensor
@@ -70,6 +54,8 @@ class CodebookQuantizer(nn.Module):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.03,
         usage_decay: float = 0.99,
+        gradient: str = "ste",
+        recent_size: int | None = None,
     ) -> None:
         super().__init__()
         if codebook_size < 2:
@@ -80,41 +66,51 @@ class CodebookQuantizer(nn.Module):
             raise ConfigError(f"beta must be >= 0, got {beta}")
         if not 0 <= usage_decay < 1:
             raise ConfigError(f"usage_decay must be in [0, 1), got {usage_decay}")
+        if gradient not in ESTIMATORS:
+            raise ConfigError(f"gradient must be one of {sorted(ESTIMATORS)}, got {gradient!r}")
         self.codebook_size = codebook_size
         self.dim = dim
         self.beta = beta
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
+        self.gradient = gradient
         # 1.0 once the codebook holds k-means centres (or when k-means init is off).
         self.register_buffer("initialized", torch.tensor(0.0 if kmeans_init else 1.0))
         self.register_buffer("usage", torch.zeros(codebook_size))
+        # Ring buffer of recent encoder outputs (in search space) for dead-code reset.
+        capacity = recent_size or max(2 * codebook_size, 4096)
+        self.register_buffer("recent", torch.zeros(capacity, dim), persistent=False)
+        self._recent_filled = 0
+        self._recent_next = 0
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
-        if z.dim() < 2 or z.shape[1] != self.dim:
-            raise ValueError(f"expected input (B, {self.dim}, ...), got {tuple(z.shape)}")
-        flat = z.movedim(1, -1).reshape(-1, self.dim)  # (N, D), N = B·prod(S)
-        if self.training and not self.initialized:
-            self._init_codebook(flat)
-        indices, _ = nearest_code(flat.detach(), self.codebook.detach())  # (N,)
-        counts = torch.bincount(indices, minlength=self.codebook_size)
-        codes = F.embedding(indices, self.codebook)  # (N, D), the codes the search chose
+        self._check_input(z)
+        flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D), N = B·prod(S)
+        if self.training:  # state changes before the search, never between forward and backward
+            if not self.initialized:
+                self._init_codebook(flat.detach())
+            self._reset_dead_codes()
+        codebook = self.codebook_vectors()  # (K, D)
+        indices, _ = nearest_code(flat.detach(), codebook.detach())  # (N,)
+        counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
+        codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
         codebook_loss = self._codebook_loss(flat, codes)
         commitment_loss = self.beta * F.mse_loss(flat, codes.detach())
+        # Straight-through (or rotation trick): the value is exactly the codes.
+        quantized = ESTIMATORS[self.gradient](flat, codes.detach())  # (N, D)
         if self.training:
+            # Codebook statistics are not gradients, so DDP does not sync them: every rank
+            # updates from the same global histogram (and sums, see EMA) to stay identical.
+            counts = all_reduce_sum(counts)
             self._update_codebook(flat.detach(), indices, counts)
-        # Straight-through estimator: the forward value is exactly z_q (x - x == 0 in IEEE
-        # arithmetic, so decode_indices reproduces it bit for bit) and the backward pass hands
-        # the gradient at z_q to z_e unchanged.
-        st = codes.detach() + (flat - flat.detach())
+            self._update_usage(counts)
+            self._remember(flat.detach())
         out_shape = (z.shape[0], *z.shape[2:], self.dim)
-        quantized = st.reshape(out_shape).movedim(-1, 1)  # (B, D, *S)
-        if self.training:
-            self._maybe_reset_dead_codes(flat.detach(), counts)
         return QuantizerOutput(
-            quantized=quantized,
-            indices=indices.reshape(out_shape[:-1]),
+            quantized=quantized.reshape(out_shape).movedim(-1, 1),  # (B, D, *S)
+            indices=indices.reshape(out_shape[:-1]),  # (B, *S)
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
             code_counts=counts,
@@ -123,16 +119,18 @@ class CodebookQuantizer(nn.Module):
 
     def lookup(self, indices: Tensor) -> Tensor:
         """Codes for an index map: (B, *S) int -> (B, D, *S)."""
-        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"indices must be integers, got {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(
-                f"indices must lie in [0, {self.codebook_size}), got range "
-                f"[{int(indices.min())}, {int(indices.max())}]"
-            )
-        return F.embedding(indices.long(), self.codebook.detach()).movedim(-1, 1)
+        self._check_indices(indices)
+        return F.embedding(indices.long(), self.codebook_vectors().detach()).movedim(-1, 1)
+
+    def codebook_vectors(self) -> Tensor:
+        """(K, D): the vectors the search compares against and ``lookup`` returns."""
+        return self.codebook
 
     # --- hooks the subclasses fill in -----------------------------------------------------------
+    def _search_input(self, flat: Tensor) -> Tensor:
+        """Encoder outputs (N, D) as the search sees them (identity; unit vectors for cosine)."""
+        return flat
+
     def _codebook_loss(self, flat: Tensor, codes: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -146,25 +144,54 @@ class CodebookQuantizer(nn.Module):
     # --- codebook health ------------------------------------------------------------------------
     @torch.no_grad()
     def _init_codebook(self, flat: Tensor) -> None:
-        centres = kmeans(flat, self.codebook_size, iters=self.kmeans_iters)
+        # Rank 0 clusters its batch and broadcasts, so every rank starts from the same codebook.
+        if is_main_process():
+            centres = kmeans(flat, self.codebook_size, iters=self.kmeans_iters)
+        else:
+            centres = flat.new_empty(self.codebook_size, self.dim)
+        centres = broadcast(centres.to(flat.dtype).contiguous())
         self._set_codes(torch.ones(self.codebook_size, dtype=torch.bool), centres)
         # Give every code the average usage so none is reset before it has had a chance.
-        self.usage.fill_(flat.shape[0] / self.codebook_size)
+        self.usage.fill_(flat.shape[0] * world_size() / self.codebook_size)
         self.initialized.fill_(1.0)
 
     @torch.no_grad()
-    def _maybe_reset_dead_codes(self, flat: Tensor, counts: Tensor) -> None:
+    def _update_usage(self, counts: Tensor) -> None:
         decay = self.usage_decay
         self.usage.mul_(decay).add_(counts.to(self.usage.dtype), alpha=1 - decay)
+
+    @torch.no_grad()
+    def _remember(self, flat: Tensor) -> None:
+        """Add a random subset of this batch's encoder outputs to the recent pool."""
         if self.dead_code_threshold <= 0:
             return
-        dead = self.usage < self.dead_code_threshold
+        capacity = self.recent.shape[0]
+        n = min(flat.shape[0], max(1, capacity // 4))
+        rows = flat[torch.randperm(flat.shape[0], device=flat.device)[:n]]  # (n, D)
+        slots = (self._recent_next + torch.arange(n, device=flat.device)) % capacity
+        self.recent[slots] = rows.to(self.recent.dtype)
+        self._recent_next = (self._recent_next + n) % capacity
+        self._recent_filled = min(capacity, self._recent_filled + n)
+
+    @torch.no_grad()
+    def _reset_dead_codes(self) -> None:
+        """Replace codes whose running usage fell below the threshold by recent encoder outputs
+        (Dhariwal et al. 2020, "Jukebox", sec. 3.2; Zeghidour et al. 2021, "SoundStream")."""
+        if self.dead_code_threshold <= 0 or self._recent_filled == 0:
+            return
+        dead = self.usage < self.dead_code_threshold  # (K,), the same on every rank
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        # Revive with encoder outputs of this batch (Dhariwal et al. 2020, "Jukebox", sec. 3.2).
-        pick = torch.randint(flat.shape[0], (n_dead,), device=flat.device)
-        self._set_codes(dead, flat[pick])
+        pool = self.recent[: self._recent_filled]  # (P, D)
+        if n_dead <= len(pool):  # distinct vectors, so revived codes do not coincide
+            pick = torch.randperm(len(pool), device=pool.device)[:n_dead]
+        else:
+            pick = torch.randint(len(pool), (n_dead,), device=pool.device)
+        vectors = broadcast(pool[pick].contiguous())  # rank 0's choice for everyone
+        self._set_codes(dead, vectors)
+        # A revived code starts at the average usage (at least twice the threshold) so it has
+        # time to attract encoder outputs before it can be judged dead again.
         self.usage[dead] = self.usage.mean().clamp_min(2 * self.dead_code_threshold)
 
 
@@ -185,6 +212,26 @@ class VectorQuantizer(CodebookQuantizer):
 
     def _codebook_loss(self, flat: Tensor, codes: Tensor) -> Tensor:
         return F.mse_loss(codes, flat.detach())
+
+
+class CosineVectorQuantizer(VectorQuantizer):
+    """l2-normalised codes (Yu et al. 2021, "Vector-quantized Image Modeling with Improved
+    VQGAN", sec. 3.2): encoder outputs and codes are projected onto the unit sphere before the
+    search, so the nearest code in Euclidean distance (||a - b||² = 2 - 2cos) is the one of
+    highest cosine similarity, and no code can drift out of reach of the data by its norm.
+
+    The codebook is learned by gradient; ``quantized`` holds unit vectors and the losses compare
+    unit vectors.
+    """
+
+    def codebook_vectors(self) -> Tensor:
+        return F.normalize(self.codebook, dim=1)
+
+    def _search_input(self, flat: Tensor) -> Tensor:
+        return F.normalize(flat, dim=1)
+
+    def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
+        super()._set_codes(which, F.normalize(vectors, dim=1))
 
 
 class EMAVectorQuantizer(CodebookQuantizer):
@@ -215,7 +262,8 @@ class EMAVectorQuantizer(CodebookQuantizer):
     def _update_codebook(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
         sums = torch.zeros_like(self.embed_sum).index_add_(
             0, indices, flat.to(self.embed_sum.dtype)
-        )
+        )  # (K, D)
+        all_reduce_sum(sums)  # counts arrive already summed over ranks
         self.cluster_size.mul_(self.decay).add_(
             counts.to(self.cluster_size.dtype), alpha=1 - self.decay
         )
