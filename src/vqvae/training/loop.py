@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
 
     ``find_unused_parameters``: a module that a step does not use (a class embedding without
     labels, a branch of a variant) would otherwise leave DDP waiting for its gradient forever.
-    ``broadcast_buffers=False``: codebook buffers are kept identical by the quantizers
+    ``forward_sync_buffers=False``: codebook buffers are kept identical by the quantizers
     themselves (statistics summed over ranks), not overwritten by rank 0's copy.
     """
     wrapped = _TrainingLosses(model)
@@ -153,11 +154,16 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
         return wrapped
     from torch.nn.parallel import DistributedDataParallel
 
+    # CPU convolutions return some weight gradients in another memory layout than the weight
+    # (only over size-1 dimensions here); DDP copies them and warns on every rank.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
     return DistributedDataParallel(
         wrapped,
         device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,
+        forward_sync_buffers=False,  # buffers are still made equal once, when DDP starts
         find_unused_parameters=True,
+        gradient_as_bucket_view=True,  # no second copy of the gradients
     )
 
 
@@ -271,7 +277,7 @@ def fit(
                 # One collective a step: the decisions every rank must share.
                 bad, stop_requested = distributed.any_rank(not loss_ok, stop["stop"])
                 what = (
-                    f"loss became {float(loss)}"
+                    f"loss became {float(loss.detach())}"
                     if not loss_ok
                     else "another rank's loss became non-finite"
                 )
