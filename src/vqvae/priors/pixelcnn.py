@@ -5,6 +5,9 @@ van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders".
     y = tanh(W_f * x + V_f^T h) ⊙ σ(W_g * x + V_g^T h)                         (paper eq. 2/4)
 
 with ``*`` a causal convolution and ``h`` a learned per-class vector (the conditioning bias).
+With a conditioning map (VQ-VAE-2's bottom prior, conditioned on the top codes) each layer also
+adds ``V_f * s`` / ``V_g * s`` with ``s`` a spatial feature map of the conditioning codes (paper
+eq. 5). The conditioning codes are given in full, so ``s`` may look anywhere.
 
 Two stacks remove the blind spot of a masked k×k convolution:
 
@@ -21,11 +24,17 @@ Two stacks remove the blind spot of a masked k×k convolution:
 So logits at (i, j) depend on rows above (all columns within the receptive field, including
 above-right) and on positions left of (i, j) in row i: exactly the raster-order past.
 Skip connections from every horizontal layer are summed and decoded by ReLU-1×1-ReLU-1×1.
+
+Cached sampling (``_CachedDecoder``) uses that structure: the vertical stack of row i is computed
+once, when row i is complete, from the cached vertical activations of the r rows above; the
+horizontal stack at (i, j) is computed for that one position from the cached horizontal
+activations of the r positions to its left. Drawing a whole map then costs about one forward pass
+instead of one forward pass per position, and gives the same logits (the same convolutions on
+the same inputs, evaluated on crops).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
-from vqvae.priors.sampling import _check_options, sample_from_logits
+from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
 from vqvae.serialization import load_weights, read_config, save_module
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -50,25 +55,27 @@ class PixelCNNConfig:
     kernel_size: int = 5  # odd, >= 3
     num_classes: int = 0  # 0 = unconditional
     dropout: float = 0.0
+    label_dropout: float = 0.0  # > 0 adds a null class: classifier-free guidance
+    cond_codebook_size: int = 0  # > 0: conditioned on a map of codes from this codebook
 
     def __post_init__(self) -> None:
-        for name, minimum in (("codebook_size", 1), ("channels", 1), ("layers", 1)):
+        check_common_config(self)
+        for name, minimum in (("channels", 1), ("layers", 1)):
             value = getattr(self, name)
-            if not _is_int(value) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ConfigError(f"prior.{name} must be an integer >= {minimum}, got {value!r}")
         k = self.kernel_size
-        if not _is_int(k) or k < 3:
+        if not is_int(k) or k < 3:
             raise ConfigError(f"prior.kernel_size must be an integer >= 3, got {k!r}")
         if k % 2 == 0:
             raise ConfigError(f"prior.kernel_size must be odd, got {k}")
-        if not _is_int(self.num_classes) or self.num_classes < 0:
-            raise ConfigError(
-                f"prior.num_classes must be an integer >= 0 (0 = unconditional), "
-                f"got {self.num_classes!r}"
-            )
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
             raise ConfigError(f"prior.dropout must be in [0, 1), got {d!r}")
+        if not is_int(self.cond_codebook_size) or self.cond_codebook_size < 0:
+            raise ConfigError(
+                f"prior.cond_codebook_size must be an integer >= 0, got {self.cond_codebook_size!r}"
+            )
 
 
 def _shift_down(x: Tensor) -> Tensor:
@@ -86,7 +93,13 @@ class GatedLayer(nn.Module):
     """One gated layer with a vertical and a horizontal stack (paper Figure 2)."""
 
     def __init__(
-        self, channels: int, kernel_size: int, mask_type: str, num_classes: int, dropout: float
+        self,
+        channels: int,
+        kernel_size: int,
+        mask_type: str,
+        label_rows: int,
+        dropout: float,
+        conditioned: bool = False,
     ) -> None:
         super().__init__()
         if mask_type not in ("A", "B"):
@@ -102,7 +115,8 @@ class GatedLayer(nn.Module):
         self.h_conv = nn.Conv2d(c, 2 * c, (1, r + 1))
         self.h_out = nn.Conv2d(c, c, 1)  # residual branch of the horizontal stack
         self.skip = nn.Conv2d(c, c, 1)
-        self.cond = nn.Embedding(num_classes, 2 * c) if num_classes > 0 else None
+        self.cond = nn.Embedding(label_rows, 2 * c) if label_rows > 0 else None
+        self.cond_proj = nn.Conv2d(c, 2 * c, 1) if conditioned else None  # V * s (eq. 5)
         self.dropout = nn.Dropout(dropout)
 
     def _vertical(self, v: Tensor) -> Tensor:
@@ -119,26 +133,38 @@ class GatedLayer(nn.Module):
         # Output column j covers input columns j-r..j.
         return self.h_conv(F.pad(h, (self.r, 0, 0, 0)))  # (B, 2C, H, W)
 
-    def forward(self, v: Tensor, h: Tensor, label_emb: Tensor | None) -> tuple[Tensor, ...]:
-        # v, h: (B, C, H, W); label_emb: (B, 2C) or None
+    def bias(self, labels: Tensor | None, cond_features: Tensor | None) -> Tensor | None:
+        """V^T h (B, 2C, 1, 1) from the labels plus V * s (B, 2C, H, W) from the map, or None."""
+        out = None
+        if self.cond is not None and labels is not None:
+            out = self.cond(labels)[:, :, None, None]
+        if self.cond_proj is not None and cond_features is not None:
+            s = self.cond_proj(cond_features)
+            out = s if out is None else out + s
+        return out
+
+    def _horizontal_out(self, h_pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Gated horizontal pre-activations -> (horizontal output, skip)."""
+        gated = self.dropout(_gate(h_pre))  # (B, C, H, W)
+        h_res = self.h_out(gated)
+        # Residual only for type "B": a type "A" input holds the current code itself.
+        return (h_res if self.mask_type == "A" else h + h_res), self.skip(gated)
+
+    def forward(self, v: Tensor, h: Tensor, bias: Tensor | None) -> tuple[Tensor, ...]:
+        # v, h: (B, C, H, W); bias: broadcastable to (B, 2C, H, W) or None
         v_pre = self._vertical(v)  # W_{k,v} * v          (B, 2C, H, W)
         # W_{k,h} * h + 1×1(shift_down(W_{k,v} * v))       (B, 2C, H, W)
         h_pre = self._horizontal(h) + self.v_to_h(_shift_down(v_pre))
-        if label_emb is not None:
-            bias = label_emb[:, :, None, None]  # V^T h     (B, 2C, 1, 1)
+        if bias is not None:
             v_pre = v_pre + bias
             h_pre = h_pre + bias
         v_out = _gate(v_pre)  # tanh ⊙ σ                    (B, C, H, W)
-        gated = self.dropout(_gate(h_pre))  # (B, C, H, W)
-        skip = self.skip(gated)  # (B, C, H, W)
-        h_res = self.h_out(gated)
-        # Residual only for type "B": a type "A" input holds the current code itself.
-        h_out = h_res if self.mask_type == "A" else h + h_res
+        h_out, skip = self._horizontal_out(h_pre, h)
         return v_out, h_out, skip
 
 
-class GatedPixelCNN(nn.Module):
-    """Autoregressive prior p(z) = Π_{raster order} p(z_ij | z_<ij [, class]) over code maps."""
+class GatedPixelCNN(AutoregressivePrior):
+    """Autoregressive prior p(z) = Π_{raster order} p(z_ij | z_<ij [, class] [, cond map])."""
 
     def __init__(self, config: PixelCNNConfig) -> None:
         super().__init__()
@@ -147,13 +173,21 @@ class GatedPixelCNN(nn.Module):
         self.config = config
         c = config.channels
         self.embedding = nn.Embedding(config.codebook_size, c)  # code index -> (C,)
+        conditioned = config.cond_codebook_size > 0
+        if conditioned:
+            # Conditioning codes -> (C,) -> nearest upsampling to the grid -> two 3×3 convs.
+            self.cond_embedding = nn.Embedding(config.cond_codebook_size, c)
+            self.cond_net = nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1)
+            )
         self.layers = nn.ModuleList(
             GatedLayer(
                 c,
                 config.kernel_size,
                 "A" if n == 0 else "B",
-                config.num_classes,
+                self.label_rows,
                 config.dropout,
+                conditioned,
             )
             for n in range(config.layers)
         )
@@ -161,134 +195,59 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, config.codebook_size, 1)
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.embedding.weight.device
-
     # ------------------------------------------------------------------ checks
-    def _check_indices(self, indices: Tensor) -> None:
-        if not isinstance(indices, Tensor) or indices.dtype not in (
-            torch.int64,
-            torch.int32,
-            torch.int16,
-            torch.uint8,
-            torch.int8,
-        ):
-            got = indices.dtype if isinstance(indices, Tensor) else type(indices).__name__
-            raise ValueError(f"indices must be an integer tensor (B, H, W), got {got}")
-        if indices.dim() != 3:
-            raise ValueError(f"indices must have shape (B, H, W), got {tuple(indices.shape)}")
-        if indices.numel() > 0:
-            lo, hi = int(indices.min()), int(indices.max())
-            k = self.config.codebook_size
-            if lo < 0 or hi >= k:
-                raise ConfigError(
-                    f"indices must lie in [0, prior.codebook_size={k}), got values in [{lo}, {hi}]"
-                )
+    def _check_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
+        if len(grid) != 2 or not all(is_int(s) and s >= 1 for s in grid):
+            raise ValueError(f"a PixelCNN needs code maps (B, H, W): a 2D grid, got {grid}")
+        return grid
 
-    def _check_labels(self, labels: Tensor | None, batch: int) -> Tensor | None:
-        n_cls = self.config.num_classes
-        if labels is None:
-            if n_cls > 0:
-                raise ConfigError(
-                    "labels are required: the prior is class-conditional "
-                    f"(prior.num_classes={n_cls})"
-                )
-            return None
-        if n_cls == 0:
+    def _check_cond(self, cond: Tensor | None, batch: int, grid: tuple[int, ...]) -> Tensor | None:
+        """Conditioning codes (B, h, w) -> features (B, C, H, W) at the grid, or None."""
+        k = self.config.cond_codebook_size
+        if k == 0:
+            return super()._check_cond(cond, batch, grid)
+        if cond is None:
             raise ConfigError(
-                "labels were given but the prior is unconditional (prior.num_classes=0)"
+                "cond is required: the prior is conditioned on a code map "
+                f"(prior.cond_codebook_size={k})"
             )
-        labels = torch.as_tensor(labels)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-            raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-        if labels.dim() == 0:
-            labels = labels.expand(batch)
-        if labels.shape != (batch,):
-            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-        if labels.numel() > 0:
-            lo, hi = int(labels.min()), int(labels.max())
-            if lo < 0 or hi >= n_cls:
-                raise ConfigError(
-                    f"labels must lie in [0, prior.num_classes={n_cls}), got values in [{lo}, {hi}]"
-                )
-        return labels.to(device=self.device, dtype=torch.long)
+        if not isinstance(cond, Tensor) or cond.dtype.is_floating_point or cond.dim() != 3:
+            raise ValueError("cond must be an integer tensor (B, h, w) of conditioning codes")
+        if cond.shape[0] != batch:
+            raise ValueError(f"cond must have {batch} maps, got {cond.shape[0]}")
+        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) >= k):
+            raise ConfigError(f"cond codes must lie in [0, prior.cond_codebook_size={k})")
+        s = self.cond_embedding(cond.to(self.device).long()).permute(0, 3, 1, 2)  # (B, C, h, w)
+        s = F.interpolate(s, size=grid, mode="nearest")  # (B, C, H, W)
+        return self.cond_net(s)
 
     # ----------------------------------------------------------------- forward
-    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, indices: Tensor, labels: Tensor | None = None, cond: Tensor | None = None
+    ) -> Tensor:
         """indices (B, H, W) in [0, K) -> logits (B, K, H, W).
 
-        Logits at (i, j) depend only on indices at rows < i and at (i, j') with j' < j.
+        Logits at (i, j) depend only on indices at rows < i and at (i, j') with j' < j (and on
+        the labels and the whole conditioning map ``cond`` (B, h, w), when the prior has them).
         """
-        self._check_indices(indices)
+        grid = self._check_indices(indices)
         labels = self._check_labels(labels, indices.shape[0])
+        cond_features = self._check_cond(cond, indices.shape[0], grid)
+        return self._logits(indices, labels, cond_features)
+
+    def _logits(self, indices: Tensor, labels: Tensor | None, cond_features: Tensor | None):
         x = self.embedding(indices.long()).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
         v, h = x, x
         skips = torch.zeros_like(x)  # (B, C, H, W)
         for layer in self.layers:
-            label_emb = layer.cond(labels) if layer.cond is not None else None  # (B, 2C)
-            v, h, skip = layer(v, h, label_emb)
+            v, h, skip = layer(v, h, layer.bias(labels, cond_features))
             skips = skips + skip
         return self.head(skips)  # (B, K, H, W)
 
-    def training_losses(self, batch: tuple[Tensor, Tensor | None]) -> dict[str, Tensor]:
-        """Mean cross-entropy (nats per code) of ``batch = (indices, labels or None)``."""
-        indices, labels = batch
-        logits = self(indices, labels)  # (B, K, H, W)
-        loss = F.cross_entropy(logits, indices.long())  # mean over B·H·W codes
-        return {"loss": loss, "bits_per_code": loss.detach() / math.log(2)}
-
-    # ---------------------------------------------------------------- sampling
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        grid: tuple[int, int],
-        labels: Tensor | None = None,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw ``n`` code maps of shape ``grid`` = (H, W) in raster order -> (n, H, W) int64.
-
-        ``labels``: (n,) class indices (or one int / 0-d tensor for all) for a conditional
-        prior, None for an unconditional one. Runs on the model's device; ``generator`` must live
-        on that device too. Naive: one forward pass per position, on the rows drawn so far.
-        """
-        if not _is_int(n) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
-        if (
-            not isinstance(grid, tuple | list)
-            or len(grid) != 2
-            or not all(_is_int(s) and s >= 1 for s in grid)
-        ):
-            raise ValueError(f"grid must be (H, W) with positive integers, got {grid!r}")
-        _check_options(temperature, top_k, top_p)
-        height, width = int(grid[0]), int(grid[1])
-        labels = self._check_labels(labels, n)
-        out = torch.zeros(n, height, width, dtype=torch.long, device=self.device)
-        if n == 0:
-            return out
-        was_training = self.training
-        self.eval()
-        try:
-            for i in range(height):
-                for j in range(width):
-                    # Logits at row i depend only on rows <= i (causality), so later rows,
-                    # still zeros, need not be computed.
-                    logits = self(out[:, : i + 1], labels)[:, :, i, j]  # (n, K)
-                    out[:, i, j] = sample_from_logits(
-                        logits,
-                        temperature=temperature,
-                        top_k=top_k,
-                        top_p=top_p,
-                        generator=generator,
-                    )
-        finally:
-            self.train(was_training)
-        return out
+    def _decoder(self, batch, grid, labels, cond, cached):
+        if cached:
+            return _CachedDecoder(self, batch, grid, labels, cond)
+        return _FullDecoder(self, grid, labels, cond)
 
     # ----------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -304,3 +263,93 @@ class GatedPixelCNN(nn.Module):
         model = cls(config)
         load_weights(model, directory)
         return model.to(map_location).eval()
+
+
+class _FullDecoder:
+    """One forward pass per position, over the rows drawn so far (logits at row i depend only
+    on rows <= i, so later rows need not be computed)."""
+
+    def __init__(self, model: GatedPixelCNN, grid, labels, cond_features) -> None:
+        self.model, self.width = model, grid[1]
+        self.labels, self.cond_features = labels, cond_features
+
+    def logits(self, codes: Tensor, t: int) -> Tensor:
+        i, j = divmod(t, self.width)
+        rows = codes[:, : (i + 1) * self.width].reshape(len(codes), i + 1, self.width)
+        cond = None if self.cond_features is None else self.cond_features[:, :, : i + 1]
+        return self.model._logits(rows, self.labels, cond)[:, :, i, j]  # (B, K)
+
+
+class _CachedDecoder:
+    """Incremental decoding: each row's vertical stack once, each position's horizontal stack
+    once (see the module docstring). Same convolutions on crops -> same logits."""
+
+    def __init__(self, model: GatedPixelCNN, batch: int, grid, labels, cond_features) -> None:
+        self.model = model
+        self.height, self.width = grid
+        c, n_layers = model.config.channels, len(model.layers)
+        self.r = model.config.kernel_size // 2
+        p = next(model.parameters())
+
+        def new(ch: int) -> Tensor:
+            return torch.zeros(batch, ch, *grid, dtype=p.dtype, device=p.device)
+
+        # v_in[l]: input of layer l's vertical conv (v_in[0] = code embeddings);
+        # v_pre[l]: its pre-activation without bias (read one row lower by v_to_h);
+        # h_in[l]: input of layer l's horizontal conv (h_in[0] = code embeddings too).
+        self.v_in = [new(c) for _ in range(n_layers)]
+        self.v_pre = [new(2 * c) for _ in range(n_layers)]
+        self.h_in = [self.v_in[0]] + [new(c) for _ in range(n_layers - 1)]
+        self.bias = [layer.bias(labels, cond_features) for layer in model.layers]
+        self.zero_shift = torch.zeros(batch, 2 * c, 1, 1, dtype=p.dtype, device=p.device)
+        self.embedded = 0  # positions whose code embedding is in v_in[0]
+        self.next = 0  # next position whose horizontal stack is still to be computed
+
+    def _bias_at(self, l: int, rows: slice, cols: slice) -> Tensor | None:
+        b = self.bias[l]
+        if b is None or b.shape[2] == 1:  # label bias (B, 2C, 1, 1) or none
+            return b
+        return b[:, :, rows, cols]
+
+    def _vertical_row(self, i: int) -> None:
+        """Vertical stack of row i (all layers), from the r rows above it."""
+        top = max(0, i - self.r)
+        for l, layer in enumerate(self.model.layers):
+            v_pre = layer._vertical(self.v_in[l][:, :, top : i + 1])[:, :, -1:]  # (B, 2C, 1, W)
+            self.v_pre[l][:, :, i : i + 1] = v_pre
+            if l + 1 < len(self.model.layers):
+                bias = self._bias_at(l, slice(i, i + 1), slice(None))
+                self.v_in[l + 1][:, :, i : i + 1] = _gate(v_pre if bias is None else v_pre + bias)
+
+    def _horizontal_at(self, i: int, j: int) -> Tensor:
+        """Horizontal stacks at (i, j) -> logits (B, K)."""
+        left = max(0, j - self.r - 1)
+        skips = 0
+        for l, layer in enumerate(self.model.layers):
+            window = self.h_in[l][:, :, i : i + 1, left : j + 1]  # (B, C, 1, <= r+2)
+            h_pre = layer._horizontal(window)[:, :, :, -1:]  # (B, 2C, 1, 1)
+            shifted = self.v_pre[l][:, :, i - 1 : i, j : j + 1] if i > 0 else self.zero_shift
+            h_pre = h_pre + layer.v_to_h(shifted)
+            bias = self._bias_at(l, slice(i, i + 1), slice(j, j + 1))
+            if bias is not None:
+                h_pre = h_pre + bias
+            h_out, skip = layer._horizontal_out(h_pre, self.h_in[l][:, :, i : i + 1, j : j + 1])
+            if l + 1 < len(self.model.layers):
+                self.h_in[l + 1][:, :, i : i + 1, j : j + 1] = h_out
+            skips = skips + skip
+        return self.model.head(skips)[:, :, 0, 0]  # (B, K)
+
+    def logits(self, codes: Tensor, t: int) -> Tensor:
+        out = None
+        for q in range(self.next, t + 1):
+            if self.embedded < q:  # codes before q are known: embed them
+                idx = torch.arange(self.embedded, q)
+                emb = self.model.embedding(codes[:, self.embedded : q])  # (B, n, C)
+                self.v_in[0][:, :, idx // self.width, idx % self.width] = emb.permute(0, 2, 1)
+                self.embedded = q
+            i, j = divmod(q, self.width)
+            if j == 0 and i > 0:
+                self._vertical_row(i - 1)  # row i-1 is complete
+            out = self._horizontal_at(i, j)
+        self.next = t + 1
+        return out

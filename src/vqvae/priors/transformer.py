@@ -1,0 +1,266 @@
+"""Decoder-only Transformer prior over code sequences and flattened 2D code maps.
+
+GPT-style (Radford et al. 2019): pre-LayerNorm blocks ``x + attn(LN(x))``, ``x + MLP(LN(x))``
+with causal self-attention, a final LayerNorm and a linear head to K logits. A map (H, W) is
+flattened in raster order; the input at position t is
+
+    start(class)                    if t = 0   (a learned start token per class, or one token)
+    token(z_{t-1})                  otherwise
+    + row(t // W) + col(t % W)      (layout "2d": learned row and column embeddings)
+    + pos(t)                        (layout "1d": a learned embedding per position)
+
+so the output at t predicts z_t from z_<t, and the position added is the one being predicted:
+the model knows where in the 2D map it is, whatever the map's width.
+
+Sampling caches every layer's keys and values (``KVCache``): each new code costs one token's
+worth of computation instead of a pass over the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.errors import ConfigError
+from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
+from vqvae.serialization import load_weights, read_config, save_module
+
+
+@dataclass
+class TransformerPriorConfig:
+    codebook_size: int = 512  # K: number of code indices (vocabulary)
+    dim: int = 128  # model width
+    heads: int = 4
+    layers: int = 4
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio · dim
+    dropout: float = 0.0
+    num_classes: int = 0  # 0 = unconditional
+    label_dropout: float = 0.0  # > 0 adds a null class: classifier-free guidance
+    layout: Literal["2d", "1d"] = "2d"  # code maps (B, H, W) or sequences (B, T)
+    max_rows: int = 32  # layout "2d": largest grid
+    max_cols: int = 32
+    max_length: int = 1024  # layout "1d": longest sequence
+
+    def __post_init__(self) -> None:
+        check_common_config(self)
+        for name in ("dim", "heads", "layers", "mlp_ratio", "max_rows", "max_cols", "max_length"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ConfigError(f"transformer.{name} must be an integer >= 1, got {value!r}")
+        if self.dim % self.heads:
+            raise ConfigError(
+                f"transformer.dim ({self.dim}) must be divisible by transformer.heads "
+                f"({self.heads})"
+            )
+        d = self.dropout
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
+            raise ConfigError(f"transformer.dropout must be in [0, 1), got {d!r}")
+        if self.layout not in ("2d", "1d"):
+            raise ConfigError(f"transformer.layout must be '2d' or '1d', got {self.layout!r}")
+
+
+class KVCache:
+    """Keys and values of every layer for positions [0, length): (layers, B, heads, N, dh)."""
+
+    def __init__(self, layers: int, batch: int, heads: int, size: int, head_dim: int, like: Tensor):
+        shape = (layers, batch, heads, size, head_dim)
+        self.k = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        self.v = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        b, t, d = x.shape  # (B, T, D)
+        q, k, v = self.qkv(x).split(d, dim=2)
+        # (B, T, D) -> (B, heads, T, dh)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        if cache is None:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            start = cache.length  # the new tokens are positions start .. start + T - 1
+            cache.k[layer, :, :, start : start + t] = k
+            cache.v[layer, :, :, start : start + t] = v
+            k, v = cache.k[layer, :, :, : start + t], cache.v[layer, :, :, : start + t]
+            mask = None
+            if t > 1:  # query i (position start + i) sees keys 0 .. start + i
+                pos = torch.arange(start + t, device=x.device)
+                mask = pos[None, :] <= (start + torch.arange(t, device=x.device))[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(b, t, d)  # (B, heads, T, dh) -> (B, T, D)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class TransformerPrior(AutoregressivePrior):
+    """p(z) = Π_t p(z_t | z_<t [, class]) over flattened code maps or code sequences."""
+
+    def __init__(self, config: TransformerPriorConfig) -> None:
+        super().__init__()
+        if not isinstance(config, TransformerPriorConfig):
+            raise TypeError(f"config must be a TransformerPriorConfig, got {type(config).__name__}")
+        self.config = config
+        d = config.dim
+        self.token = nn.Embedding(config.codebook_size, d)
+        self.start = nn.Embedding(max(1, self.label_rows), d)  # one start token per class
+        if config.layout == "2d":
+            self.row = nn.Embedding(config.max_rows, d)
+            self.col = nn.Embedding(config.max_cols, d)
+        else:
+            self.pos = nn.Embedding(config.max_length, d)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(d, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.layers)
+        )
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.codebook_size)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ checks
+    def _check_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
+        c = self.config
+        if c.layout == "2d":
+            if len(grid) != 2:
+                raise ValueError(f"a 2d transformer prior needs code maps (B, H, W), got {grid}")
+            if grid[0] > c.max_rows or grid[1] > c.max_cols:
+                raise ConfigError(
+                    f"grid {grid} exceeds transformer.max_rows × max_cols = "
+                    f"{c.max_rows} × {c.max_cols}"
+                )
+        else:
+            if len(grid) != 1:
+                raise ValueError(f"a 1d transformer prior needs sequences (B, T), got {grid}")
+            if grid[0] > c.max_length:
+                raise ConfigError(f"length {grid[0]} exceeds transformer.max_length={c.max_length}")
+        return grid
+
+    # ----------------------------------------------------------------- forward
+    def _positions(self, grid: tuple[int, ...]) -> Tensor:
+        """(N, D) position embeddings of the grid's positions in raster order."""
+        dev = self.token.weight.device
+        if self.config.layout == "2d":
+            h, w = grid
+            rows = self.row(torch.arange(h, device=dev))[:, None]  # (H, 1, D)
+            cols = self.col(torch.arange(w, device=dev))[None]  # (1, W, D)
+            return (rows + cols).reshape(h * w, -1)
+        return self.pos(torch.arange(grid[0], device=dev))
+
+    def _inputs(self, codes: Tensor, labels: Tensor | None, pos: Tensor, start: int, stop: int):
+        """Input vectors of positions [start, stop) -> (B, stop - start, D).
+
+        codes: (B, >= stop - 1) raster-order codes; labels: (B,) or None; pos: (N, D)."""
+        b = codes.shape[0]
+        parts = []
+        if start == 0:
+            first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
+            parts.append(self.start(first.to(self.token.weight.device))[:, None])  # (B, 1, D)
+        lo = max(start, 1)
+        if stop > lo:
+            parts.append(self.token(codes[:, lo - 1 : stop - 1]))  # (B, stop - lo, D)
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return x + pos[start:stop]
+
+    def _run(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Input vectors (B, T, D) -> logits (B, T, K)."""
+        x = self.drop(x)
+        for n, block in enumerate(self.blocks):
+            x = block(x, cache, n)
+        if cache is not None:
+            cache.length += x.shape[1]
+        return self.head(self.ln_f(x))
+
+    def forward(
+        self, indices: Tensor, labels: Tensor | None = None, cond: Tensor | None = None
+    ) -> Tensor:
+        """indices (B, *grid) in [0, K) -> logits (B, K, *grid); logits at t see z_<t only."""
+        grid = self._check_indices(indices)
+        labels = self._check_labels(labels, indices.shape[0])
+        self._check_cond(cond, indices.shape[0], grid)
+        b, n = indices.shape[0], math.prod(grid)
+        codes = indices.reshape(b, n).long()
+        x = self._inputs(codes, labels, self._positions(grid), 0, n)  # (B, N, D)
+        logits = self._run(x)  # (B, N, K)
+        return logits.transpose(1, 2).reshape(b, -1, *grid)  # (B, K, *grid)
+
+    def _decoder(self, batch, grid, labels, cond, cached):
+        return _TransformerDecoder(self, batch, grid, labels, cached)
+
+    # ----------------------------------------------------------- persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
+        return save_module(self, self.config, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+    ) -> TransformerPrior:
+        """Rebuild a model saved by ``save_pretrained`` (in eval mode, on ``map_location``)."""
+        config = read_config(directory, cls.__name__, TransformerPriorConfig)
+        model = cls(config)
+        load_weights(model, directory)
+        return model.to(map_location).eval()
+
+
+class _TransformerDecoder:
+    """cached: feed only the positions not yet seen, keys/values of the rest come from the
+    cache; otherwise recompute the whole prefix for every position."""
+
+    def __init__(self, model: TransformerPrior, batch: int, grid, labels, cached: bool) -> None:
+        self.model, self.labels = model, labels
+        self.pos = model._positions(grid)  # (N, D)
+        self.cache = None
+        if cached:
+            c = model.config
+            like = model.token.weight
+            self.cache = KVCache(c.layers, batch, c.heads, len(self.pos), c.dim // c.heads, like)
+
+    def logits(self, codes: Tensor, t: int) -> Tensor:
+        if self.cache is None:
+            x = self.model._inputs(codes, self.labels, self.pos, 0, t + 1)  # (B, t + 1, D)
+            return self.model._run(x)[:, -1]  # (B, K)
+        x = self.model._inputs(codes, self.labels, self.pos, self.cache.length, t + 1)
+        return self.model._run(x, self.cache)[:, -1]  # (B, K)
