@@ -1,5 +1,7 @@
 """The VQ-VAE: shapes, index round trip, save/load equality, a short run whose loss falls."""
 
+import math
+
 import pytest
 import torch
 
@@ -39,6 +41,46 @@ def test_index_round_trip_is_exact(recon_loss):
     m.eval()
     x = torch.rand(4, 1, 8, 8)
     assert torch.equal(m(x).reconstruction, m.decode_indices(m.encode(x)))
+
+
+QUANTIZER_VARIANTS = {
+    "vq": {"kind": "vq"},
+    "ema": {"kind": "ema"},
+    "cosine": {"kind": "cosine"},
+    "lowdim": {"kind": "ema", "lookup_dim": 3},
+    "rotation": {"kind": "vq", "gradient": "rotation"},
+    "residual": {"kind": "residual", "levels": 3},
+    "fsq": {"kind": "fsq", "codebook_size": 240},
+}
+
+
+@pytest.mark.parametrize("variant", list(QUANTIZER_VARIANTS))
+def test_index_round_trip_is_exact_for_every_quantizer(variant):
+    options = {"codebook_size": 16, "dim": 8, **QUANTIZER_VARIANTS[variant]}
+    torch.manual_seed(0)
+    m = VQVAE(
+        VQVAEConfig(
+            image_size=8,
+            downsample=2,
+            hidden=16,
+            res_hidden=8,
+            quantizer=QuantizerConfig(**options),
+        )
+    )
+    m.train()
+    for _ in range(2):  # k-means init, EMA, dead-code reset: state changes first
+        m(torch.rand(8, 1, 8, 8))
+    m.eval()
+    x = torch.rand(4, 1, 8, 8)
+    indices = m.encode(x)
+    levels = m.quantizer.index_levels
+    assert indices.shape == ((4, levels, 4, 4) if levels else (4, 4, 4))
+    assert torch.equal(m(x).reconstruction, m.decode_indices(indices))
+    with pytest.raises(ValueError, match="expected indices"):
+        m.decode_indices(indices[:, 0] if levels else indices[:, None])
+    assert m.bits_per_image == pytest.approx(
+        16 * max(1, levels) * math.log2(m.quantizer.codebook_size)
+    )
 
 
 def test_bce_binarises_inputs_and_decodes_probabilities():

@@ -23,7 +23,8 @@ def kmeans(
     if n < k:  # not enough data: repeat rows, jittered so no two centres coincide
         reps = x[torch.randint(n, (k - n,), generator=generator, device=x.device)]
         noise = torch.randn(reps.shape, generator=generator, device=x.device)
-        x = torch.cat([x, reps + 1e-3 * x.std().clamp_min(1e-6) * noise])
+        # correction=0: a single row has std 0 (the unbiased estimate would be NaN).
+        x = torch.cat([x, reps + 1e-3 * x.std(correction=0).clamp_min(1e-6) * noise])
         n = k
     centres = torch.empty(k, x.shape[1], device=x.device)
     centres[0] = x[torch.randint(n, (1,), generator=generator, device=x.device)]

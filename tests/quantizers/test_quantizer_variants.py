@@ -1,0 +1,215 @@
+"""Every quantizer of the family against an independent NumPy computation: outputs are codebook
+entries (or FSQ grid points), indices are the reference argmin (argmax of cosine similarity,
+argmin in the projected space, per residual level, FSQ bin digits); state changes only in
+training; dead-code reset revives a constructed collapse without NaN/inf; k-means init beats
+random init."""
+
+import numpy as np
+import pytest
+import torch
+
+from vqvae.quantizers import (
+    FSQ,
+    CosineVectorQuantizer,
+    EMAVectorQuantizer,
+    LowDimQuantizer,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+)
+
+K, D = 16, 6
+
+
+def plain(**kw):
+    kw.setdefault("kmeans_init", False)
+    kw.setdefault("dead_code_threshold", 0.0)
+    return kw
+
+
+BUILDERS = {
+    "vq": lambda **kw: VectorQuantizer(K, D, **plain(**kw)),
+    "ema": lambda **kw: EMAVectorQuantizer(K, D, **plain(**kw)),
+    "cosine": lambda **kw: CosineVectorQuantizer(K, D, **plain(**kw)),
+    "rotation": lambda **kw: VectorQuantizer(K, D, gradient="rotation", **plain(**kw)),
+    "lowdim": lambda **kw: LowDimQuantizer(D, EMAVectorQuantizer(K, 3, **plain(**kw))),
+    "residual": lambda **kw: ResidualVectorQuantizer(
+        [EMAVectorQuantizer(K, D, **plain(**kw)) for _ in range(3)]
+    ),
+    "fsq": lambda **kw: FSQ((3, 4, 2), D),
+}
+CODEBOOK_KINDS = ["vq", "ema", "cosine", "rotation", "lowdim", "residual"]
+
+
+def build(name, **kw):
+    torch.manual_seed(0)
+    return BUILDERS[name](**kw)
+
+
+def sqdist(a, b):
+    """(N, D), (K, D) -> (N, K) squared distances, float64, explicit differences."""
+    return ((a[:, None, :].astype(np.float64) - b[None].astype(np.float64)) ** 2).sum(-1)
+
+
+def linear(layer, x):
+    return x.astype(np.float64) @ layer.weight.detach().double().numpy().T + (
+        layer.bias.detach().double().numpy()
+    )
+
+
+def reference(q, flat):
+    """Independent indices for input rows ``flat`` (N, D): (N,) or (N, L) for residual."""
+    if isinstance(q, LowDimQuantizer):
+        return reference(q.inner, linear(q.project_in, flat))
+    if isinstance(q, ResidualVectorQuantizer):
+        residual, out = flat.astype(np.float64), []
+        for level in q.levels:
+            book = level.codebook.detach().double().numpy()
+            idx = sqdist(residual, book).argmin(1)
+            out.append(idx)
+            residual = residual - book[idx]
+        return np.stack(out, 1)
+    if isinstance(q, CosineVectorQuantizer):
+        book = q.codebook.detach().double().numpy()
+        z = flat.astype(np.float64)
+        cos = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ (
+            book / np.linalg.norm(book, axis=1, keepdims=True)
+        ).T
+        return cos.argmax(1)
+    if isinstance(q, FSQ):
+        u = np.tanh(linear(q.project_in, flat))
+        levels = np.array(q.levels)
+        digits = np.clip(np.floor((u + 1) * levels / 2), 0, levels - 1).astype(np.int64)
+        basis = np.cumprod([1, *q.levels[:-1]])
+        return (digits * basis).sum(1)
+    return sqdist(flat, q.codebook.detach().numpy()).argmin(1)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_indices_match_numpy_and_outputs_are_codes(name):
+    q = build(name).eval()
+    z = torch.randn(3, D, 5, 4)  # (B, D, H, W)
+    out = q(z)
+    levels = q.index_levels
+    assert out.quantized.shape == z.shape
+    assert out.indices.shape == ((3, levels, 5, 4) if levels else (3, 5, 4))
+    flat = z.movedim(1, -1).reshape(-1, D).numpy()
+    got = out.indices.movedim(1, -1).reshape(-1, levels) if levels else out.indices.flatten()
+    # Gaussian inputs leave no near-ties at float32 resolution, so the indices must match.
+    np.testing.assert_array_equal(got.numpy(), reference(q, flat))
+    # The output is exactly what the indices name (bit for bit), ...
+    assert torch.equal(out.quantized, q.lookup(out.indices))
+    # ... and what they name is a codebook entry (or grid point), checked independently.
+    rows = out.quantized.detach().movedim(1, -1).reshape(-1, D).double().numpy()
+    np.testing.assert_allclose(rows, expected_rows(q, got.numpy()), rtol=1e-5, atol=1e-6)
+
+
+def expected_rows(q, idx):
+    if isinstance(q, LowDimQuantizer):
+        return linear(q.project_out, expected_rows(q.inner, idx))
+    if isinstance(q, ResidualVectorQuantizer):
+        books = [level.codebook.detach().double().numpy() for level in q.levels]
+        return sum(book[idx[:, l]] for l, book in enumerate(books))
+    if isinstance(q, FSQ):
+        levels = np.array(q.levels)
+        digits = (idx[:, None] // np.cumprod([1, *q.levels[:-1]])) % levels
+        return linear(q.project_out, (2 * digits + 1) / levels - 1)
+    book = q.codebook.detach().double().numpy()
+    if isinstance(q, CosineVectorQuantizer):
+        book = book / np.linalg.norm(book, axis=1, keepdims=True)
+    return book[idx]
+
+
+def test_fsq_with_matching_dim_outputs_grid_points():
+    fsq = FSQ((5, 4, 3), 3).eval()  # D = d: no projections, the output is the grid itself
+    out = fsq(3 * torch.randn(4, 3, 6, 6))
+    for c, n in enumerate((5, 4, 3)):
+        values = out.quantized[:, c].unique()
+        grid = torch.tensor([(2 * i + 1) / n - 1 for i in range(n)])
+        assert all(torch.isclose(v, grid, atol=0).any() for v in values), (c, values)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_state_changes_only_in_training(name):
+    q = build(name, dead_code_threshold=0.5, kmeans_init=name != "fsq")
+    names = {n for n, _ in q.named_parameters()}
+    assert not any(n.endswith(("cluster_size", "embed_sum", "usage")) for n in names)
+    if name in ("ema", "lowdim", "residual"):  # EMA codebooks are buffers, not parameters
+        assert not any(n.endswith("codebook") for n in names)
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    q.eval()
+    for _ in range(2):
+        q(torch.randn(4, D, 5, 5))
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    if name == "fsq":
+        return  # no state at all
+    q.train()
+    q(torch.randn(4, D, 5, 5))
+    changed = {k for k, v in q.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.endswith("initialized") for k in changed)  # k-means ran in training
+    if name in ("ema", "lowdim", "residual"):
+        assert any(k.endswith("cluster_size") for k in changed)
+        assert any(k.endswith("embed_sum") for k in changed)
+
+
+def codebook_levels(q):
+    """The CodebookQuantizers inside ``q`` and the dimension their search runs in."""
+    if isinstance(q, LowDimQuantizer):
+        return codebook_levels(q.inner)
+    if isinstance(q, ResidualVectorQuantizer):
+        return list(q.levels)
+    return [q]
+
+
+@pytest.mark.parametrize("name", CODEBOOK_KINDS)
+def test_reset_revives_codes_after_collapse(name):
+    q = build(name, dead_code_threshold=0.5, usage_decay=0.5).train()
+    levels = codebook_levels(q)
+    d = levels[0].dim
+    with torch.no_grad():  # collapse: every code the same vector, far from the data
+        for level in levels:
+            level._set_codes(torch.ones(K, dtype=torch.bool), torch.full((K, d), 100.0))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, D, 16, 16, generator=g)  # 512 vectors spread in every direction
+    q.eval()
+    assert len(first_level(q(x).indices).unique()) == 1  # collapsed: ties all go to one code
+    q.train()
+    # Level l > 1 of a residual stack revives from residuals of the steps before level l - 1
+    # revived, so it needs a few more steps than a single codebook.
+    for _ in range(30):
+        q(x)
+    for t in q.state_dict().values():
+        assert torch.isfinite(t.float()).all()
+    q.eval()
+    used = [len(row.unique()) for row in level_rows(q(x).indices, q.index_levels)]
+    assert min(used) >= 0.75 * K, used  # revived on every level
+
+
+def first_level(indices):
+    return indices[:, 0] if indices.dim() == 4 else indices
+
+
+def level_rows(indices, levels):
+    return [indices[:, l] for l in range(levels)] if levels else [indices]
+
+
+def clustered(n_clusters=K, per=32, d=D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 5 * torch.randn(n_clusters, d, generator=g)
+    x = centres.repeat_interleave(per, 0) + 0.1 * torch.randn(n_clusters * per, d, generator=g)
+    return x.T.reshape(1, d, -1)  # (1, D, N)
+
+
+@pytest.mark.parametrize("name", ["vq", "ema", "cosine", "residual"])
+def test_kmeans_init_beats_random_init_on_clustered_data(name):
+    x = clustered()
+
+    def error(kmeans_init):
+        q = build(name, kmeans_init=kmeans_init).train()
+        q(x)  # the first training batch initialises the codebook
+        q.eval()
+        target = x if name != "cosine" else torch.nn.functional.normalize(x, dim=1)
+        return float((q(x).quantized - target).pow(2).mean())
+
+    assert error(True) < 0.5 * error(False)
+    assert error(True) < 0.05
