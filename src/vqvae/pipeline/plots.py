@@ -33,7 +33,7 @@ def save_image_grid(path: str | Path, rows: list[np.ndarray], target_px: int = 4
     h = rows[0].shape[2]
     scale = max(1, round(target_px / h))
     with atomic_path(path) as tmp:
-        image_grid(rows, scale=scale).save(tmp, format="PNG")
+        image_grid(rows, scale=scale, pad=max(2, scale // 2)).save(tmp, format="PNG")
     return Path(path)
 
 
