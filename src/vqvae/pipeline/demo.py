@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+from vqvae.errors import VQVAEError
 from vqvae.pipeline import stages
 from vqvae.pipeline.run import resolve_config
 
@@ -27,6 +29,10 @@ DEMO_CONFIG: dict[str, Any] = {
 def run_demo(out: str | Path, overrides: list[str], show_progress: bool = True) -> dict[str, Any]:
     config, raw = resolve_config(None, overrides, base=DEMO_CONFIG)
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / "config.json").is_file():
+            raise VQVAEError(f"{out}: exists and is not a run folder; choose another --out")
+        shutil.rmtree(out)  # a previous demo run: start afresh so the demo can be re-run
     stages.train_vqvae("digits", out, config, raw, show_progress=show_progress)
     stages.train_prior(out, None, {}, show_progress=show_progress)
     stages.sample(out, 10, out / "samples.png")
