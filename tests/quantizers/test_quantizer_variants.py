@@ -213,3 +213,16 @@ def test_kmeans_init_beats_random_init_on_clustered_data(name):
 
     assert error(True) < 0.5 * error(False)
     assert error(True) < 0.05
+
+
+def test_recent_pool_is_a_transient_buffer_spanning_several_batches():
+    q = build("ema", dead_code_threshold=0.1, recent_size=64).train()
+    saved = set(q.state_dict())
+    buffers = dict(q.named_buffers())
+    assert "recent" in buffers and "recent_seen" in buffers  # a checkpoint can carry them
+    assert "recent" not in saved and "recent_seen" not in saved  # a saved model does not
+    batches = [torch.full((1, D, 16), float(i)) for i in range(4)]  # batch i: all values i
+    for x in batches:
+        q(x)
+    assert int(q.recent_seen) == 4 * 16  # a quarter of the capacity per step
+    assert set(q.recent[:, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}  # the last four batches

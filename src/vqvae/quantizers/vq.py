@@ -78,11 +78,12 @@ class CodebookQuantizer(Quantizer):
         # 1.0 once the codebook holds k-means centres (or when k-means init is off).
         self.register_buffer("initialized", torch.tensor(0.0 if kmeans_init else 1.0))
         self.register_buffer("usage", torch.zeros(codebook_size))
-        # Ring buffer of recent encoder outputs (in search space) for dead-code reset.
+        # Ring buffer of recent encoder outputs (in search space) for dead-code reset, and the
+        # number of rows ever written to it. Not part of a saved model, but buffers, so that a
+        # training checkpoint can carry them (see training.checkpoint.transient_buffers).
         capacity = recent_size or max(2 * codebook_size, 4096)
         self.register_buffer("recent", torch.zeros(capacity, dim), persistent=False)
-        self._recent_filled = 0
-        self._recent_next = 0
+        self.register_buffer("recent_seen", torch.zeros((), dtype=torch.long), persistent=False)
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -168,22 +169,22 @@ class CodebookQuantizer(Quantizer):
         capacity = self.recent.shape[0]
         n = min(flat.shape[0], max(1, capacity // 4))
         rows = flat[torch.randperm(flat.shape[0], device=flat.device)[:n]]  # (n, D)
-        slots = (self._recent_next + torch.arange(n, device=flat.device)) % capacity
+        slots = (self.recent_seen + torch.arange(n, device=flat.device)) % capacity
         self.recent[slots] = rows.to(self.recent.dtype)
-        self._recent_next = (self._recent_next + n) % capacity
-        self._recent_filled = min(capacity, self._recent_filled + n)
+        self.recent_seen += n
 
     @torch.no_grad()
     def _reset_dead_codes(self) -> None:
         """Replace codes whose running usage fell below the threshold by recent encoder outputs
         (Dhariwal et al. 2020, "Jukebox", sec. 3.2; Zeghidour et al. 2021, "SoundStream")."""
-        if self.dead_code_threshold <= 0 or self._recent_filled == 0:
+        filled = min(int(self.recent_seen), self.recent.shape[0])
+        if self.dead_code_threshold <= 0 or filled == 0:
             return
         dead = self.usage < self.dead_code_threshold  # (K,), the same on every rank
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        pool = self.recent[: self._recent_filled]  # (P, D)
+        pool = self.recent[:filled]  # (P, D)
         if n_dead <= len(pool):  # distinct vectors, so revived codes do not coincide
             pick = torch.randperm(len(pool), device=pool.device)[:n_dead]
         else:
