@@ -130,18 +130,41 @@ def train_vqvae(
 
 
 def _resume_config(run: RunDir, config: RunConfig, raw: dict[str, Any]) -> tuple[RunConfig, str]:
-    """On resume the saved config rules; only the training budget may change."""
+    """On resume the saved config rules; only the training budget may change. Settings given
+    again with their saved values are fine, so the same command line can be re-run."""
     saved, spec = run.read_config()
-    allowed = {"steps", "minutes"}
-    changed = {k for k in raw.get("train", {}) if k not in allowed}
-    others = {k for k in raw if k not in ("train", "prior", "prior_train", "conditional_prior")}
-    if changed or others:
-        names = sorted({f"train.{k}" for k in changed} | others)
-        raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(names)}")
+    allowed = {("train", "steps"), ("train", "minutes")}
+    ignored = ("prior", "prior_train", "conditional_prior")
+    changed = [
+        ".".join(path)
+        for path in _leaf_paths(raw)
+        if path not in allowed
+        and path[0] not in ignored
+        and _setting(config, path) != _setting(saved, path)
+    ]
+    if changed:
+        raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(changed)}")
     budget = {k: v for k, v in configs.to_dict(config.train).items() if k in raw.get("train", {})}
     return configs.replace(
         saved, "config", train=configs.replace(saved.train, "train", **budget)
     ), spec
+
+
+def _leaf_paths(raw: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The dotted settings a plain mapping sets: {"a": {"b": 1}} -> [("a", "b")]."""
+    paths: list[tuple[str, ...]] = []
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            paths += _leaf_paths(value, (*prefix, key))
+        else:
+            paths.append((*prefix, key))
+    return paths
+
+
+def _setting(config: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        config = getattr(config, key)
+    return config
 
 
 @torch.no_grad()

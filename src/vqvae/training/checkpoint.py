@@ -94,6 +94,21 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: 
         random.setstate((version, tuple(internal), gauss_next))
 
 
+# --- training-only module state ------------------------------------------------------------------
+def transient_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Buffers registered with ``persistent=False``: not part of a saved model (e.g. a pool of
+    recent encoder outputs for dead-code resets) but part of where training stands."""
+    persistent = set(model.state_dict())
+    return {f"buffer.{name}": buf for name, buf in model.named_buffers() if name not in persistent}
+
+
+def restore_transient_buffers(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    for name, buf in model.named_buffers():
+        saved = tensors.get(f"buffer.{name}")
+        if saved is not None and saved.shape == buf.shape:
+            buf.copy_(saved)
+
+
 # --- saving ---------------------------------------------------------------------------------------
 def _step_of(path: Path) -> int:
     try:

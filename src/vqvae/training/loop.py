@@ -40,7 +40,9 @@ from vqvae.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
+    restore_transient_buffers,
     save_checkpoint,
+    transient_buffers,
 )
 from vqvae.training.logger import MetricsLog, truncate_log
 
@@ -194,6 +196,7 @@ def fit(
     if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
         state, extra = load_checkpoint(path, model, optimizer)
         restore_rng(extra, state.get("rng", {}), device)
+        restore_transient_buffers(model, extra)
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
         skipped = int(state.get("skipped", 0))
         batches.load_state_dict(state["batches"])
@@ -212,6 +215,7 @@ def fit(
         if ckpt_dir is None:
             return
         tensors, rng_meta = capture_rng(device)  # a collective: every rank takes part
+        tensors.update(transient_buffers(model))
         if health is not None:
             tensors["health.window"] = health.state_dict()
         if main:
