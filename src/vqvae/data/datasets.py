@@ -27,6 +27,7 @@ SPEC_FORMS = (
     "folder:DIR",
     "npz:FILE",
     "npy:FILE",
+    "cifar:DIR",
 )
 
 
@@ -227,7 +228,8 @@ def load_data(
 
     Specs: ``digits`` (scikit-learn's 8x8 digits), ``mnist:DIR``, ``fashion-mnist:DIR`` (the four
     official IDX files), ``folder:DIR`` (image files, see ``vqvae.data.images``), ``npz:FILE`` and
-    ``npy:FILE`` (see ``vqvae.data.arrays``). ``channels`` (1 or 3) converts the channels;
+    ``npy:FILE`` (see ``vqvae.data.arrays``), ``cifar:DIR`` or ``cifar:ARCHIVE`` (CIFAR-10/100
+    python batches, see ``vqvae.data.cifar``). ``channels`` (1 or 3) converts the channels;
     ``image_size`` resizes to a square: folders always are (default 32), other sources keep their
     native size when it is None.
     """
@@ -255,6 +257,10 @@ def load_data(
         )
     elif scheme in ("npz", "npy") and arg:
         train, test = arrays.load_array_file(Path(arg).expanduser())
+    elif scheme == "cifar" and arg:
+        from vqvae.data import cifar
+
+        train, test = cifar.load_cifar(Path(arg).expanduser())
     else:
         raise DataError(f"unknown data spec {spec!r}: expected one of {', '.join(SPEC_FORMS)}")
 
