@@ -15,7 +15,10 @@ from vqvae import configs
 from vqvae.errors import VQVAEError
 
 PRIOR_SECTIONS = ("prior", "prior_train", "conditional_prior")
-SPEC_HELP = "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE or npy:FILE"
+SPEC_HELP = (
+    "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE or "
+    "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz)"
+)
 
 
 def _budget(p: argparse.ArgumentParser) -> None:
