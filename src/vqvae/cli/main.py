@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         with process_group_from_env():
             return run(args)
     except VQVAEError as e:
-        print(f"vqvae {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split("\n"))  # one line, whatever the cause's text held
+        print(f"vqvae {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vqvae {args.command}: interrupted", file=sys.stderr)

@@ -253,7 +253,8 @@ def _read_archive(archive: Path, wanted: set[str]) -> dict[str, bytes]:
     except DataError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        raise DataError(f"{archive}: not a readable tar archive ({reason})") from None
     return found
 
 
