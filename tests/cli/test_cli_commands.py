@@ -162,6 +162,7 @@ def test_error_paths(trained_run, data_spec, tmp_path, capsys):
 def test_sample_without_prior_is_an_error(data_spec, tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", "--data", data_spec, "--out", str(run), "--steps", "2", *TINY]) == 0
+    capsys.readouterr()  # drop the training progress bar
     assert "no trained prior" in _error(
         capsys, ["sample", str(run), "--out", str(tmp_path / "s.png")]
     )
