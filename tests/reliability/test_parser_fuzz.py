@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pickle
 import tempfile
 from pathlib import Path
@@ -32,7 +33,9 @@ from vqvae.quantizers import QuantizerConfig
 from vqvae.serialization import load_weights
 from vqvae.training.checkpoint import load_checkpoint, save_checkpoint
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A few seconds in CI; set VQVAE_FUZZ_EXAMPLES=5000 for a deeper search.
+EXAMPLES = int(os.environ.get("VQVAE_FUZZ_EXAMPLES", "80"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -128,7 +131,7 @@ def checkpoint_files(tmp_path_factory) -> dict[str, bytes]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
