@@ -34,7 +34,7 @@ from vqvae.serialization import load_weights
 from vqvae.training.checkpoint import load_checkpoint, save_checkpoint
 
 # A few seconds in CI; set VQVAE_FUZZ_EXAMPLES=5000 for a deeper search.
-EXAMPLES = int(os.environ.get("VQVAE_FUZZ_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("VQVAE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
