@@ -53,6 +53,9 @@ def replace(config: T, where: str = "config", **changes: Any) -> T:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        tagged = _tagged_option(value, typing.get_args(hint), where)
+        if tagged is not None:
+            return _check_type(value, tagged, where)
         errors = []
         for option in typing.get_args(hint):
             try:
@@ -101,6 +104,29 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a table of settings, got {value!r}")
         return from_dict(hint, value, where)
     raise TypeError(f"unsupported config type {hint!r} at {where}")  # a bug, not user input
+
+
+def _tagged_option(value: Any, options: tuple, where: str) -> type | None:
+    """A union of dataclasses that each have a ``kind`` field is a tagged union: the value's
+    ``kind`` (default: the first option's) picks the dataclass, so errors name its keys."""
+    tags = {}
+    for option in options:
+        if not dataclasses.is_dataclass(option):
+            return None
+        kind = {f.name: f for f in dataclasses.fields(option)}.get("kind")
+        if kind is None or not isinstance(kind.default, str):
+            return None
+        tags[kind.default] = option
+    if isinstance(value, tuple(options)):
+        return type(value)
+    if not isinstance(value, dict):  # not a table: let the default option say so
+        return next(iter(tags.values()))
+    tag = value.get("kind", next(iter(tags)))
+    if tag not in tags:
+        raise ConfigError(
+            f"{where}.kind: expected one of {', '.join(map(repr, tags))}, got {tag!r}"
+        )
+    return tags[tag]
 
 
 def _name(hint: Any) -> str:

@@ -33,6 +33,20 @@ def save_module(module: torch.nn.Module, config: Any, directory: str | Path) -> 
     return directory
 
 
+def saved_type(directory: str | Path) -> str:
+    """The class name a model folder was saved from (its ``config.json`` "type")."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found (expected a saved model folder)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("type"), str):
+        raise CheckpointError(f"{path}: names no model type")
+    return meta["type"]
+
+
 def read_config(directory: str | Path, expected_type: str, config_cls: type) -> Any:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():

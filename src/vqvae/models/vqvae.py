@@ -25,6 +25,7 @@ from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 
 @dataclass
 class VQVAEConfig:
+    kind: Literal["vqvae"] = "vqvae"  # the model family (see vqvae.models.build_model)
     in_channels: int = 1
     image_size: int = 28
     downsample: int = 4  # code grid = image_size / downsample
