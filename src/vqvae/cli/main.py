@@ -14,7 +14,16 @@ from pathlib import Path
 from vqvae import configs
 from vqvae.errors import VQVAEError
 
-PRIOR_SECTIONS = ("prior", "prior_train", "conditional_prior")
+# The config sections train-prior reads (vqvae.pipeline.run.PRIOR_SECTIONS; repeated here so
+# that `vqvae --help` need not import torch).
+PRIOR_SECTIONS = (
+    "prior",
+    "prior_train",
+    "conditional_prior",
+    "prior_kind",
+    "transformer",
+    "bottom_prior",
+)
 SPEC_HELP = (
     "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE or "
     "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz)"
@@ -34,6 +43,15 @@ def _budget_overrides(args: argparse.Namespace, section: str) -> list[str]:
     if args.minutes is not None:
         return [f"{section}.minutes={args.minutes}", f"{section}.steps=none"]
     return []
+
+
+def _guidance(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance s: logits = uncond + s·(cond − uncond); 0 = unconditional, "
+        "1 = conditional (needs a prior trained with prior.label_dropout > 0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--n", type=int, default=16, help="number of index maps to decode")
 
-    p = sub.add_parser("train-prior", help="train the PixelCNN prior on the run's codes")
+    p = sub.add_parser(
+        "train-prior", help="train the prior (PixelCNN or Transformer; both VQ-VAE-2 levels)"
+    )
     p.add_argument("run")
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
     p.add_argument(
@@ -102,11 +122,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
+    _guidance(p)
+    p.add_argument(
+        "--complete",
+        action="store_true",
+        help="keep the top half of --n test images' codes and sample the rest",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="recompute the prior at every position (slow)"
+    )
     p.add_argument("--out", required=True, help="PNG file")
 
     p = sub.add_parser("evaluate", help="measure a run on the test split (writes RUN/metrics.json)")
     p.add_argument("run")
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also draw N samples and measure sample_frechet (and sample_class_accuracy)",
+    )
+    p.add_argument(
+        "--classifier",
+        metavar="DIR",
+        help="folder of the classifier that scores samples, trained there if missing "
+        "(default: RUN/classifier); share one between runs to compare them",
+    )
+    p.add_argument("--temperature", type=float, default=1.0)
+    _guidance(p)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("download", help="download MNIST or Fashion-MNIST (checksums verified)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
@@ -166,10 +211,23 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
+            guidance_scale=args.guidance_scale,
+            cached=not args.no_cache,
+            complete=args.complete,
         )
         print(path)
     elif args.command == "evaluate":
-        metrics = stages.evaluate(args.run, args.data)
+        from vqvae.pipeline.generation import SampleOptions
+
+        options = SampleOptions(args.temperature, guidance_scale=args.guidance_scale)
+        metrics = stages.evaluate(
+            args.run,
+            args.data,
+            samples=args.samples,
+            classifier_dir=args.classifier,
+            sample_options=options,
+            seed=args.seed,
+        )
         _print_metrics(f"wrote {Path(args.run) / 'metrics.json'}", metrics)
     elif args.command == "download":
         from vqvae.data import download_dataset

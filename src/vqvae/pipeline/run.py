@@ -5,7 +5,9 @@ RUN/model/             the trained VQ-VAE (config.json + model.safetensors)
 RUN/checkpoints/       resumable training state
 RUN/log.jsonl          training metrics (and RUN/tensorboard/ when tensorboard is installed)
 RUN/codes/             the dataset encoded to indices (train/test .safetensors)
-RUN/prior/             the prior: model/, checkpoints/, log.jsonl
+RUN/prior/             the prior: model/, checkpoints/, log.jsonl (VQ-VAE-2: the top prior)
+RUN/prior_bottom/      VQ-VAE-2's bottom prior, conditioned on the top codes
+RUN/classifier/        the classifier that scores samples (``vqvae evaluate --samples``)
 RUN/metrics.json       what ``vqvae evaluate`` measured
 RUN/*.png              reconstructions, samples, codebook usage, loss curves
 """
@@ -15,14 +17,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vqvae import configs
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
-from vqvae.models import VQVAEConfig
-from vqvae.priors import PixelCNNConfig
+from vqvae.models import ModelConfig, VQVAEConfig
+from vqvae.priors import PixelCNNConfig, TransformerPriorConfig
 from vqvae.training import TrainConfig
+
+# The sections `vqvae train-prior` may set (the rest describe the trained model).
+PRIOR_SECTIONS = (
+    "prior",
+    "prior_train",
+    "conditional_prior",
+    "prior_kind",
+    "transformer",
+    "bottom_prior",
+)
 
 
 def _prior_train_defaults() -> TrainConfig:
@@ -34,11 +46,14 @@ class RunConfig:
     """Everything a run needs. ``prior.codebook_size`` and ``prior.num_classes`` are filled in
     from the trained VQ-VAE and the data, so they need not be set by hand."""
 
-    model: VQVAEConfig = field(default_factory=VQVAEConfig)
+    model: ModelConfig = field(default_factory=VQVAEConfig)  # model.kind: vqvae, vqvae2, vae
     train: TrainConfig = field(default_factory=TrainConfig)
     prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
     prior_train: TrainConfig = field(default_factory=_prior_train_defaults)
     conditional_prior: bool = True  # condition the prior on labels when the data has them
+    prior_kind: Literal["pixelcnn", "transformer"] = "pixelcnn"  # section prior or transformer
+    transformer: TransformerPriorConfig = field(default_factory=TransformerPriorConfig)
+    bottom_prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)  # VQ-VAE-2 only
 
 
 def resolve_config(
@@ -74,6 +89,8 @@ class RunDir:
     codes_dir = property(lambda self: self.path / "codes")
     prior_dir = property(lambda self: self.path / "prior")
     prior_model_dir = property(lambda self: self.path / "prior" / "model")
+    bottom_prior_dir = property(lambda self: self.path / "prior_bottom")
+    bottom_prior_model_dir = property(lambda self: self.path / "prior_bottom" / "model")
     metrics_file = property(lambda self: self.path / "metrics.json")
 
     def write_config(self, config: RunConfig, data_spec: str) -> None:

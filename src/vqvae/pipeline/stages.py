@@ -17,10 +17,10 @@ from vqvae.data import DataSplits, ImageSet, load_codes, load_data, save_codes
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
 from vqvae.metrics import bits_per_dim, codebook_stats, nll_bits, psnr_from_mse, ssim
-from vqvae.models import VQVAE
+from vqvae.models import VQVAE, build_model, load_model
 from vqvae.pipeline import plots
-from vqvae.pipeline.run import RunConfig, RunDir
-from vqvae.priors import GatedPixelCNN
+from vqvae.pipeline.run import PRIOR_SECTIONS, RunConfig, RunDir
+from vqvae.priors import AutoregressivePrior, load_prior
 from vqvae.training import (
     ShuffledBatches,
     TrainResult,
@@ -95,7 +95,7 @@ def train_vqvae(
             )
         config, data = _fit_model_to_data(spec, config, raw)
     torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
-    model = VQVAE(config.model)  # validates the config before anything is written
+    model = build_model(config.model)  # validates the config before anything is written
     if resume and (ckpt := latest_checkpoint(run.path / "checkpoints")) is not None:
         verify_checkpoint(ckpt, model)  # a corrupt or foreign checkpoint: refuse, write nothing
     main = distributed.is_main_process()
@@ -134,7 +134,7 @@ def _resume_config(run: RunDir, config: RunConfig, raw: dict[str, Any]) -> tuple
     again with their saved values are fine, so the same command line can be re-run."""
     saved, spec = run.read_config()
     allowed = {("train", "steps"), ("train", "minutes")}
-    ignored = ("prior", "prior_train", "conditional_prior")
+    ignored = PRIOR_SECTIONS
     changed = [
         ".".join(path)
         for path in _leaf_paths(raw)
@@ -179,6 +179,10 @@ def encode_images(model: VQVAE, images: np.ndarray, batch_size: int = EVAL_BATCH
 @torch.no_grad()
 def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
     """MSE, PSNR (from the mean MSE over the split), mean SSIM and codebook health on ``test``."""
+    if not isinstance(model, VQVAE):  # VQ-VAE-2 or Gaussian VAE
+        from vqvae.pipeline import generation
+
+        return generation.reconstruction_metrics(model, test)
     model.eval()
     sq_err, ssim_sum, n = 0.0, 0.0, 0
     counts = torch.zeros(model.config.quantizer.codebook_size, dtype=torch.float64)
@@ -197,6 +201,10 @@ def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
 
 
 def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None:
+    if not isinstance(model, VQVAE):  # VQ-VAE-2 or Gaussian VAE
+        from vqvae.pipeline import generation
+
+        return generation.write_training_pictures(run, model, data)
     originals = data.test.images[:10]
     recon = model.reconstruct(_tensor(originals)).clamp(0, 1).numpy()
     plots.save_image_grid(run.path / "reconstructions.png", [originals, recon])
@@ -221,7 +229,7 @@ def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None
 def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int = 16) -> Path:
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
-    model = VQVAE.from_pretrained(run.require_model())
+    model = load_model(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     originals = data.test.images[:n]
     recon = model.reconstruct(_tensor(originals)).clamp(0, 1).numpy()
@@ -310,23 +318,29 @@ def train_prior(
 ) -> dict[str, float]:
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
-    model = VQVAE.from_pretrained(run.require_model())
     config = _with_prior_overrides(config, overrides)
+    if config.model.kind == "vae":
+        raise VQVAEError(f"{run.path}: a Gaussian VAE has no codes, so no prior to train")
+    if config.model.kind == "vqvae2":
+        from vqvae.pipeline import generation
+
+        data = load_for_model(spec or saved_spec, config)
+        return generation.train_hierarchical_priors(
+            run, config, spec or saved_spec, data, resume=resume, show_progress=show_progress
+        )
+    model = VQVAE.from_pretrained(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     main = distributed.is_main_process()
     train_codes = _codes_on_every_rank(run, model, data, "train")
     test_codes = _codes_on_every_rank(run, model, data, "test")
     conditional = config.conditional_prior and train_codes.labels is not None
     num_classes = int(data.train.num_classes or 0) if conditional else 0
-    prior_config = configs.replace(
-        config.prior,
-        "prior",
-        codebook_size=model.config.quantizer.codebook_size,
-        num_classes=num_classes,
-    )
-    config = configs.replace(config, "config", prior=prior_config)
+    from vqvae.pipeline.generation import build_prior, top_section
+
     torch.manual_seed(config.prior_train.seed)
-    prior = GatedPixelCNN(prior_config)
+    config, prior = build_prior(
+        config, top_section(config), model.config.quantizer.codebook_size, num_classes
+    )
     if resume and (ckpt := latest_checkpoint(run.prior_dir / "checkpoints")) is not None:
         verify_checkpoint(ckpt, prior)
     if main and not resume and run.prior_dir.exists():
@@ -369,9 +383,9 @@ def _with_prior_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunCo
         return config
     merged = configs.to_dict(config)
     for section, values in overrides.items():
-        if section not in ("prior", "prior_train", "conditional_prior"):
+        if section not in PRIOR_SECTIONS:
             raise ConfigError(
-                f"train-prior: cannot change {section!r} (only prior.*, prior_train.*)"
+                f"train-prior: cannot change {section!r} (only {', '.join(PRIOR_SECTIONS)})"
             )
         if isinstance(values, dict):
             merged[section].update(values)
@@ -382,7 +396,7 @@ def _with_prior_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunCo
 
 @torch.no_grad()
 def prior_metrics(
-    prior: GatedPixelCNN, indices: np.ndarray, labels: np.ndarray | None, model_config
+    prior: AutoregressivePrior, indices: np.ndarray, labels: np.ndarray | None, model_config
 ) -> dict[str, float]:
     """Held-out NLL in bits per code and bits per input dimension."""
     prior.eval()
@@ -412,51 +426,71 @@ def sample(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    guidance_scale: float | None = None,
+    cached: bool = True,
+    complete: bool = False,
 ) -> Path:
-    """Draw ``n`` index maps from the prior, decode them, save a grid. A conditional prior
-    without ``label`` draws ``n`` samples of every class, one row per class."""
-    run = RunDir(run_path)
-    model = VQVAE.from_pretrained(run.require_model())
-    prior = GatedPixelCNN.from_pretrained(run.require_prior())
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
-    classes = prior.config.num_classes
-    if label is not None and not classes:
-        raise ConfigError("--label given but the prior is unconditional")
-    if label is not None and not 0 <= label < classes:
-        raise ConfigError(f"--label must be in [0, {classes}), got {label}")
-    g = torch.Generator().manual_seed(seed)
-    if label is not None:
-        rows = [torch.full((n,), label)]
-    elif classes:
-        rows = [torch.full((n,), c) for c in range(classes)]
-    else:
-        rows = [None]
-    grid = model.config.grid
-    images = []
-    for lab in rows:
-        idx = prior.sample(
-            n, grid, lab, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
-        )
-        images.append(model.decode_indices(idx).clamp(0, 1).numpy())
-    return plots.save_image_grid(out, images)
+    """Draw ``n`` samples (codes from the prior(s), decoded; a VAE decodes N(0, I) draws) and
+    save a grid. A conditional prior without ``label`` draws ``n`` samples of every class, one
+    row per class. ``complete``: keep the top half of test images' codes, sample the rest."""
+    from vqvae.pipeline import generation
+
+    options = generation.SampleOptions(temperature, top_k, top_p, guidance_scale, cached)
+    data = None
+    if complete:
+        config, saved_spec = RunDir(run_path).read_config()
+        data = load_for_model(saved_spec, config)
+    return generation.sample_grid(
+        run_path, n, out, label=label, options=options, seed=seed, complete=complete, data=data
+    )
 
 
 # --- evaluation ------------------------------------------------------------------------------
-def evaluate(run_path: str | Path, spec: str | None) -> dict[str, float]:
-    """Measure the run on the test split and write RUN/metrics.json."""
+def evaluate(
+    run_path: str | Path,
+    spec: str | None,
+    *,
+    samples: int = 0,
+    classifier_dir: str | Path | None = None,
+    sample_options: Any = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Measure the run on the test split and write RUN/metrics.json. ``samples`` > 0 also
+    measures sample quality (``vqvae.pipeline.quality``) on that many samples."""
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
-    model = VQVAE.from_pretrained(run.require_model())
+    model = load_model(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     metrics: dict[str, Any] = reconstruction_metrics(model, data.test)
-    metrics["codebook_size"] = model.config.quantizer.codebook_size
-    metrics["bits_per_image"] = model.bits_per_image
-    if (run.prior_model_dir / "model.safetensors").is_file():
-        prior = GatedPixelCNN.from_pretrained(run.prior_model_dir)
+    if isinstance(model, VQVAE):
+        metrics["codebook_size"] = model.config.quantizer.codebook_size
+    if hasattr(model, "bits_per_image"):
+        metrics["bits_per_image"] = model.bits_per_image
+    if isinstance(model, VQVAE) and (run.prior_model_dir / "model.safetensors").is_file():
+        prior = load_prior(run.prior_model_dir)
         codes = _cached_codes(run, model, data, "test")
         labels = codes.labels if prior.config.num_classes else None
         metrics.update(prior_metrics(prior, codes.indices, labels, model.config))
+    if samples or (config.model.kind == "vqvae2" and run.bottom_prior_model_dir.exists()):
+        from vqvae.pipeline import generation, quality
+
+        model, priors = generation.load_run_model(run)
+        if isinstance(model, generation.VQVAE2):
+            test = generation.hierarchical_codes(run, model, data, "test")
+            metrics.update(generation.hierarchical_prior_metrics(model, *priors, test))
+        if samples:
+            metrics.update(
+                quality.sample_quality(
+                    run,
+                    model,
+                    priors,
+                    data,
+                    samples,
+                    classifier_dir=classifier_dir,
+                    options=sample_options,
+                    seed=seed,
+                )
+            )
     metrics["data"] = data.spec
     atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -12,5 +12,18 @@ __all__ = [
     "TransformerPrior",
     "TransformerPriorConfig",
     "filter_logits",
+    "load_prior",
     "sample_from_logits",
 ]
+
+
+def load_prior(directory, map_location="cpu") -> AutoregressivePrior:
+    """Load whichever prior a folder holds (``GatedPixelCNN`` or ``TransformerPrior``)."""
+    from vqvae import serialization
+    from vqvae.errors import CheckpointError
+
+    name = serialization.saved_type(directory)
+    for cls in (GatedPixelCNN, TransformerPrior):
+        if cls.__name__ == name:
+            return cls.from_pretrained(directory, map_location)
+    raise CheckpointError(f"{directory}: holds a {name!r}, not a prior")
