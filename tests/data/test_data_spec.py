@@ -17,12 +17,14 @@ from vqvae.data.datasets import (
 
 
 @pytest.mark.parametrize(
-    "spec", ["cifar:/x", "mnist", "mnist:", "folder:", "digits:/x", "", "npz", "/data/x.npz"]
+    "spec",
+    ["imagenet:/x", "cifar:", "mnist", "mnist:", "folder:", "digits:/x", "", "npz", "/data/x.npz"],
 )
 def test_unknown_or_incomplete_spec_lists_valid_ones(spec: str) -> None:
     with pytest.raises(DataError, match="unknown data spec") as info:
         load_data(spec)
-    for form in ("digits", "mnist:DIR", "fashion-mnist:DIR", "folder:DIR", "npz:FILE", "npy:FILE"):
+    forms = ("digits", "mnist:DIR", "fashion-mnist:DIR", "folder:DIR", "npz:FILE", "npy:FILE")
+    for form in (*forms, "cifar:DIR"):
         assert form in str(info.value)
 
 
