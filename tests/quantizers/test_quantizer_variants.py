@@ -226,3 +226,17 @@ def test_recent_pool_is_a_transient_buffer_spanning_several_batches():
         q(x)
     assert int(q.recent_seen) == 4 * 16  # a quarter of the capacity per step
     assert set(q.recent[:, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}  # the last four batches
+
+
+def test_dead_threshold_is_a_fraction_of_the_uniform_share():
+    # K = 4 codes, N = 100 vectors per step: the uniform share is 25, threshold 0.1 -> 2.5.
+    vq = VectorQuantizer(4, 2, kmeans_init=False, dead_code_threshold=0.1, usage_decay=0.0)
+    book = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [-50.0, -50.0]])
+    vq._set_codes(torch.ones(4, dtype=torch.bool), book)
+    x = torch.cat([book[0].repeat(60, 1), book[1].repeat(37, 1), book[2].repeat(3, 1)])
+    x = (x + 0.01 * torch.randn(100, 2)).T[None]  # (1, D, 100): code 2 used 3 times, code 3 never
+    vq.train()
+    vq(x)  # usage (decay 0) = this step's counts: [60, 37, 3, 0]
+    vq(x)  # starts by resetting codes below 2.5 per step: code 3 only
+    assert torch.equal(vq.codebook.detach()[:3], book[:3])
+    assert vq.codebook.detach()[3].norm() < 11  # moved onto the data

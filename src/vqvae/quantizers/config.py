@@ -48,8 +48,10 @@ class QuantizerConfig:
     beta: float = 0.25  # weight of the commitment term (codebook kinds)
     decay: float = 0.99  # EMA decay (ema, residual)
     kmeans_init: bool = True  # k-means on the first training batch's encoder outputs (codebooks)
-    dead_code_threshold: float = 0.03  # reset codes used less than this per step (0 = never)
-    usage_decay: float = 0.99  # running-usage window ≈ 1 / (1 - usage_decay) steps
+    # Reset codes whose running usage falls below this fraction of the uniform share N/K of the
+    # N vectors per step (0 = never), within a window of ≈ 1 / (1 - usage_decay) steps.
+    dead_code_threshold: float = 0.03
+    usage_decay: float = 0.95
     gradient: Literal["ste", "rotation"] = "ste"  # straight-through or rotation trick (codebooks)
     lookup_dim: int = 0  # search in a learned projection to this many dims (0 = off; codebooks)
     levels: int = 2  # residual: number of quantizers on successive residuals

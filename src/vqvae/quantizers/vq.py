@@ -14,6 +14,8 @@ happen only in training mode; in eval mode ``forward`` is a pure function of its
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +36,8 @@ class CodebookQuantizer(Quantizer):
         beta: weight of the commitment loss β·||z_e - sg[e]||² (0.25 in the paper).
         kmeans_init: on the first training batch, set the codebook by k-means on its vectors.
         dead_code_threshold: a code whose running usage (EMA of assignments per step) falls
-            below this is replaced by a recent encoder output. 0 disables.
+            below this fraction of the uniform share N/K (N vectors per step) is replaced by a
+            recent encoder output. 0 disables.
         usage_decay: decay of that running usage; the window is about 1 / (1 - decay) steps.
         gradient: ``"ste"`` (straight-through) or ``"rotation"`` (rotation trick).
         recent_size: capacity of the pool of recent encoder outputs that dead codes are reset
@@ -53,7 +56,7 @@ class CodebookQuantizer(Quantizer):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.03,
-        usage_decay: float = 0.99,
+        usage_decay: float = 0.95,
         gradient: str = "ste",
         recent_size: int | None = None,
     ) -> None:
@@ -90,9 +93,10 @@ class CodebookQuantizer(Quantizer):
         self._check_input(z)
         flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D), N = B·prod(S)
         if self.training:  # state changes before the search, never between forward and backward
+            per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
             if not self.initialized:
-                self._init_codebook(flat.detach())
-            self._reset_dead_codes()
+                self._init_codebook(flat.detach(), per_step)
+            self._reset_dead_codes(per_step)
         codebook = self.codebook_vectors()  # (K, D)
         indices, _ = nearest_code(flat.detach(), codebook.detach())  # (N,)
         counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
@@ -144,7 +148,7 @@ class CodebookQuantizer(Quantizer):
 
     # --- codebook health ------------------------------------------------------------------------
     @torch.no_grad()
-    def _init_codebook(self, flat: Tensor) -> None:
+    def _init_codebook(self, flat: Tensor, per_step: int) -> None:
         # Rank 0 clusters its batch and broadcasts, so every rank starts from the same codebook.
         if is_main_process():
             centres = kmeans(flat, self.codebook_size, iters=self.kmeans_iters)
@@ -152,9 +156,12 @@ class CodebookQuantizer(Quantizer):
             centres = flat.new_empty(self.codebook_size, self.dim)
         centres = broadcast(centres.to(flat.dtype).contiguous())
         self._set_codes(torch.ones(self.codebook_size, dtype=torch.bool), centres)
-        # Give every code the average usage so none is reset before it has had a chance.
-        self.usage.fill_(flat.shape[0] * world_size() / self.codebook_size)
+        self.usage.fill_(math.e * self._dead_below(per_step))
         self.initialized.fill_(1.0)
+
+    def _dead_below(self, per_step: int) -> float:
+        """Running usage (assignments per step) below which a code is dead."""
+        return self.dead_code_threshold * per_step / self.codebook_size
 
     @torch.no_grad()
     def _update_usage(self, counts: Tensor) -> None:
@@ -174,13 +181,14 @@ class CodebookQuantizer(Quantizer):
         self.recent_seen += n
 
     @torch.no_grad()
-    def _reset_dead_codes(self) -> None:
+    def _reset_dead_codes(self, per_step: int) -> None:
         """Replace codes whose running usage fell below the threshold by recent encoder outputs
         (Dhariwal et al. 2020, "Jukebox", sec. 3.2; Zeghidour et al. 2021, "SoundStream")."""
         filled = min(int(self.recent_seen), self.recent.shape[0])
         if self.dead_code_threshold <= 0 or filled == 0:
             return
-        dead = self.usage < self.dead_code_threshold  # (K,), the same on every rank
+        below = self._dead_below(per_step)
+        dead = self.usage < below  # (K,), the same on every rank
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -191,9 +199,10 @@ class CodebookQuantizer(Quantizer):
             pick = torch.randint(len(pool), (n_dead,), device=pool.device)
         vectors = broadcast(pool[pick].contiguous())  # rank 0's choice for everyone
         self._set_codes(dead, vectors)
-        # A revived code starts at the average usage (at least twice the threshold) so it has
-        # time to attract encoder outputs before it can be judged dead again.
-        self.usage[dead] = self.usage.mean().clamp_min(2 * self.dead_code_threshold)
+        # A fresh code starts at e·threshold: never chosen, it falls below the threshold after
+        # about one usage window (d^(1/(1-d)) ≈ 1/e), so a stranded code is replaced within
+        # ~1/(1-d) steps, while a chosen one has that long to prove itself.
+        self.usage[dead] = math.e * below
 
 
 class VectorQuantizer(CodebookQuantizer):
