@@ -50,6 +50,10 @@ def test_train_and_evaluate_each_kind(variant, tmp_path, capsys):
     assert metrics["perplexity"] >= 1 and metrics["dead_codes"] >= 0
     saved = json.loads((run / "config.json").read_text())["model"]["quantizer"]
     assert saved["kind"] == VARIANTS[variant][0].split("=")[1]
+    if variant == "residual":  # health per level, and a clear refusal from the 2D prior
+        assert {"level0_codebook_usage", "level1_perplexity", "level1_dead_codes"} <= set(metrics)
+        assert main(["train-prior", str(run), "--steps", "1"]) == 2
+        assert "residual quantizer" in capsys.readouterr().err
 
 
 def test_bad_quantizer_option_exits_2_naming_it(tmp_path, capsys):

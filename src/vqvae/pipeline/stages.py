@@ -16,7 +16,14 @@ from vqvae import configs, distributed
 from vqvae.data import DataSplits, ImageSet, load_codes, load_data, save_codes
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
-from vqvae.metrics import bits_per_dim, codebook_stats, nll_bits, psnr_from_mse, ssim
+from vqvae.metrics import (
+    bits_per_dim,
+    code_histogram,
+    codebook_stats,
+    nll_bits,
+    psnr_from_mse,
+    ssim,
+)
 from vqvae.models import VQVAE, build_model, load_model
 from vqvae.pipeline import plots
 from vqvae.pipeline.run import PRIOR_SECTIONS, RunConfig, RunDir
@@ -185,7 +192,8 @@ def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
         return generation.reconstruction_metrics(model, test)
     model.eval()
     sq_err, ssim_sum, n = 0.0, 0.0, 0
-    counts = torch.zeros(model.config.quantizer.codebook_size, dtype=torch.float64)
+    k, levels = model.quantizer.codebook_size, model.quantizer.index_levels
+    counts = torch.zeros(max(1, levels) * k, dtype=torch.float64)  # residual: levels side by side
     for i in range(0, len(test), EVAL_BATCH):
         x = _tensor(test.images[i : i + EVAL_BATCH])
         if model.config.recon_loss == "bce":
@@ -194,10 +202,11 @@ def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
         x_hat = model.decode_indices(idx).clamp(0, 1)
         sq_err += float((x_hat - x).pow(2).double().sum())
         ssim_sum += float(ssim(x_hat, x).double().sum())
-        counts += torch.bincount(idx.flatten(), minlength=counts.numel()).double()
+        counts += code_histogram(idx, k, levels)
         n += len(x)
     mse = sq_err / (n * math.prod(test.images.shape[1:]))
-    return {"mse": mse, "psnr": psnr_from_mse(mse), "ssim": ssim_sum / n, **codebook_stats(counts)}
+    health = codebook_stats(counts, levels=max(1, levels))
+    return {"mse": mse, "psnr": psnr_from_mse(mse), "ssim": ssim_sum / n, **health}
 
 
 def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None:
@@ -209,10 +218,10 @@ def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None
     recon = model.reconstruct(_tensor(originals)).clamp(0, 1).numpy()
     plots.save_image_grid(run.path / "reconstructions.png", [originals, recon])
     idx = encode_images(model, data.test.images)
-    counts = np.bincount(idx.ravel(), minlength=model.config.quantizer.codebook_size)
-    plots.plot_codebook_usage(
-        run.path / "codebook_usage.png", counts, "code usage on the test split"
-    )
+    levels = model.quantizer.index_levels
+    counts = code_histogram(torch.from_numpy(idx), model.quantizer.codebook_size, levels).numpy()
+    title = "code usage on the test split" + (f" ({levels} levels side by side)" if levels else "")
+    plots.plot_codebook_usage(run.path / "codebook_usage.png", counts, title)
     keys = [
         "train/loss",
         "train/recon",
@@ -329,6 +338,11 @@ def train_prior(
             run, config, spec or saved_spec, data, resume=resume, show_progress=show_progress
         )
     model = VQVAE.from_pretrained(run.require_model())
+    if model.quantizer.index_levels:
+        raise VQVAEError(
+            f"{run.path}: train-prior models one index map per image, but this run's residual "
+            f"quantizer gives {model.quantizer.index_levels} (indices (N, L, h, w))"
+        )
     data = load_for_model(spec or saved_spec, config)
     main = distributed.is_main_process()
     train_codes = _codes_on_every_rank(run, model, data, "train")
