@@ -84,7 +84,8 @@ def plot_loss_curves(path: str | Path, rows: list[dict], keys: list[str], title:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts])
         ax.set(xlabel="step", title=key.split("/")[-1])
-        if key.endswith(("loss", "recon", "commitment", "codebook")):
+        # Log scale for losses, unless a term is identically zero (FSQ has no commitment loss).
+        if key.endswith(("loss", "recon", "commitment", "codebook")) and any(p[1] > 0 for p in pts):
             ax.set_yscale("log")
     for ax in axes[len(present) :]:
         ax.axis("off")
