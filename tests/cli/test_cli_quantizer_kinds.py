@@ -59,7 +59,17 @@ def test_train_and_evaluate_each_kind(variant, tmp_path, capsys):
 def test_bad_quantizer_option_exits_2_naming_it(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(
-        ["train", "--data", "digits", "--out", str(run), "--steps", "1", "model.quantizer.kind=fsq"]
+        [
+            "train",
+            "--data",
+            "digits",
+            "--out",
+            str(run),
+            "--steps",
+            "1",
+            "model.quantizer.kind=fsq",
+            "model.quantizer.codebook_size=600",
+        ]
     )
     assert code == 2
     err = capsys.readouterr().err

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from vqvae.errors import ConfigError
-from vqvae.quantizers import FSQ, RECOMMENDED_LEVELS, QuantizerConfig, build_quantizer
+from vqvae.quantizers import (
+    FSQ,
+    RECOMMENDED_LEVELS,
+    QuantizerConfig,
+    build_quantizer,
+    fsq_levels_for,
+)
 
 
 def grid_axis(n):
@@ -60,14 +66,26 @@ def test_recommended_level_sets_match_their_size():
         assert min(levels) >= 5  # the paper recommends at least 5 levels per channel
 
 
+@pytest.mark.parametrize("k", [2, 8, 16, 240, 512, 1000, 1024, 2048, 4096, 8192, 64000, 2**20])
+def test_derived_levels_have_exactly_k_points(k):
+    levels = fsq_levels_for(k)
+    assert math.prod(levels) == k
+    assert k < 16 or min(levels) >= 4  # no starved channels once there is room
+
+
+def test_no_derived_levels_for_other_sizes():
+    assert fsq_levels_for(600) is None and fsq_levels_for(1) is None
+
+
 def test_config_derives_levels_or_requires_matching_size():
     cfg = QuantizerConfig(kind="fsq", codebook_size=1000)
     fsq = build_quantizer(cfg)
     assert isinstance(fsq, FSQ) and fsq.levels == (8, 5, 5, 5) and fsq.codebook_size == 1000
     fsq = build_quantizer(QuantizerConfig(kind="fsq", codebook_size=512, fsq_levels=(8, 8, 8)))
     assert fsq.levels == (8, 8, 8)
+    assert build_quantizer(QuantizerConfig(kind="fsq", codebook_size=1024)).levels == (8, 8, 4, 4)
     with pytest.raises(ConfigError, match=r"model.quantizer.codebook_size .*fsq_levels"):
-        QuantizerConfig(kind="fsq", codebook_size=512)
+        QuantizerConfig(kind="fsq", codebook_size=600)
     with pytest.raises(ConfigError, match=r"model.quantizer.codebook_size must equal .* 1000"):
         QuantizerConfig(kind="fsq", codebook_size=512, fsq_levels=(8, 5, 5, 5))
     with pytest.raises(ConfigError, match="model.quantizer.fsq_levels must all be >= 2"):

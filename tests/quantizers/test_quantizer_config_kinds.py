@@ -60,7 +60,7 @@ def test_options_reach_the_modules():
         ({"dead_code_threshold": -0.1}, "model.quantizer.dead_code_threshold must be >= 0"),
         ({"lookup_dim": -2}, "model.quantizer.lookup_dim must be >= 0"),
         ({"kind": "residual", "levels": 0}, "model.quantizer.levels must be at least 1"),
-        ({"kind": "fsq"}, "model.quantizer.codebook_size = 512 has no recommended FSQ level"),
+        ({"kind": "fsq", "codebook_size": 600}, "model.quantizer.codebook_size = 600 has no FSQ"),
     ],
 )
 def test_bad_options_raise_config_errors_naming_them(options, message):

@@ -9,7 +9,7 @@ from vqvae.quantizers.base import (
 )
 from vqvae.quantizers.config import QuantizerConfig, build_quantizer
 from vqvae.quantizers.core import nearest_code
-from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS
+from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, fsq_levels_for
 from vqvae.quantizers.kmeans import kmeans
 from vqvae.quantizers.lowdim import LowDimQuantizer
 from vqvae.quantizers.residual import ResidualVectorQuantizer
@@ -33,6 +33,7 @@ __all__ = [
     "ResidualVectorQuantizer",
     "VectorQuantizer",
     "build_quantizer",
+    "fsq_levels_for",
     "kmeans",
     "nearest_code",
     "perplexity_of",

@@ -15,8 +15,9 @@ ignored elsewhere (so switching ``kind`` never requires unsetting anything):
 ``gradient`` picks the estimator (straight-through or the rotation trick) of any codebook kind.
 
 For ``fsq`` the codebook size is the grid size: ``codebook_size`` must equal
-``prod(fsq_levels)``. With ``fsq_levels`` empty the levels come from the paper's recommended
-sets, so ``codebook_size`` must then be one of 240, 1000, 4375, 15360, 64000 (≈ 2^8 ... 2^16).
+``prod(fsq_levels)``. With ``fsq_levels`` empty the levels are derived from ``codebook_size``
+(``fsq.fsq_levels_for``): the paper's recommended set for 240, 1000, 4375, 15360 or 64000 codes
+(≈ 2^8 ... 2^16), else for a power of two 8s and 4s (512 -> 8,8,8; 1024 -> 8,8,4,4).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Literal
 
 from vqvae.errors import ConfigError
 from vqvae.quantizers.base import Quantizer
-from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS
+from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, fsq_levels_for
 from vqvae.quantizers.lowdim import LowDimQuantizer
 from vqvae.quantizers.residual import ResidualVectorQuantizer
 from vqvae.quantizers.vq import (
@@ -94,8 +95,8 @@ class QuantizerConfig:
             sizes = ", ".join(str(math.prod(v)) for v in RECOMMENDED_LEVELS.values())
             raise bad(
                 "codebook_size",
-                f"= {self.codebook_size} has no recommended FSQ level set; set "
-                f"{_WHERE}.fsq_levels (e.g. [8, 8, 8] for 512) or codebook_size to one of {sizes}",
+                f"= {self.codebook_size} has no FSQ level set; set {_WHERE}.fsq_levels "
+                f"(e.g. [8, 5, 5] for 200) or codebook_size to a power of two or one of {sizes}",
             )
         if math.prod(levels) != self.codebook_size:
             raise bad(
@@ -105,14 +106,10 @@ class QuantizerConfig:
             )
 
     def resolved_fsq_levels(self) -> tuple[int, ...] | None:
-        """``fsq_levels``, or the paper's recommended set whose grid has ``codebook_size``
-        points (None if there is none)."""
+        """``fsq_levels``, or the levels derived from ``codebook_size`` (None if none fit)."""
         if self.fsq_levels:
             return tuple(self.fsq_levels)
-        for levels in RECOMMENDED_LEVELS.values():
-            if math.prod(levels) == self.codebook_size:
-                return levels
-        return None
+        return fsq_levels_for(self.codebook_size)
 
 
 def build_quantizer(config: QuantizerConfig) -> Quantizer:

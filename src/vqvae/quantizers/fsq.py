@@ -31,6 +31,22 @@ RECOMMENDED_LEVELS: dict[int, tuple[int, ...]] = {
 }
 
 
+def fsq_levels_for(codebook_size: int) -> tuple[int, ...] | None:
+    """Levels whose grid has exactly ``codebook_size`` points: the paper's recommended set of
+    that size, else for a power of two 2^n as many 8s as fit and one or two 4s (2^10 -> 8,8,4,4;
+    2^13 -> 8,8,8,4,4), keeping every channel at >= 4 levels. None for any other size."""
+    for levels in RECOMMENDED_LEVELS.values():
+        if math.prod(levels) == codebook_size:
+            return levels
+    n = codebook_size.bit_length() - 1
+    if codebook_size < 2 or 2**n != codebook_size:
+        return None
+    if n < 4:
+        return (codebook_size,)
+    fours = {0: 0, 1: 2, 2: 1}[n % 3]  # n = 3·eights + 2·fours
+    return (8,) * ((n - 2 * fours) // 3) + (4,) * fours
+
+
 class FSQ(Quantizer):
     """Finite scalar quantizer with per-channel ``levels``; ``codebook_size = prod(levels)``.
 
