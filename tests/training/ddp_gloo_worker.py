@@ -7,7 +7,7 @@ times through ``vqvae.training.fit`` and writes, per rank, what the test compare
   every step a digest of every parameter and buffer, and how many codes were just reset.
 - ``ema``: k-means and resets off, so its statistics can be compared with one process training
   on the batches of both ranks at once (``train_single``).
-- ``skip``: rank 1 alone sees a NaN loss at step 3; both ranks must skip that batch together.
+- ``skip``: rank 1 alone sees a NaN loss at steps 1 and 3; both ranks must skip those batches.
 
 Every model carries a module the loss never uses, so DDP must not wait for its gradient.
 """
@@ -120,7 +120,7 @@ def _run_skip(out: Path, rank: int) -> None:
     def poisoned(batch):
         result = losses(batch)
         calls["n"] += 1
-        if calls["n"] == 3 and rank == 1:
+        if calls["n"] in (1, 3) and rank == 1:  # the first step too: DDP learns its graph there
             result["loss"] = result["loss"] * float("nan")
         return result
 

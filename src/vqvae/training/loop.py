@@ -146,8 +146,10 @@ class _TrainingLosses(nn.Module):
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP when this process is one of several, else the model's own ``training_losses``.
 
-    ``find_unused_parameters``: a module that a step does not use (a class embedding without
-    labels, a branch of a variant) would otherwise leave DDP waiting for its gradient forever.
+    ``static_graph``: DDP learns on the first step which parameters the loss uses, so a module
+    it never uses (a class embedding without labels, an unused branch) cannot leave DDP waiting
+    for its gradient, without ``find_unused_parameters``' graph walk (and warning) every step.
+    It assumes that set stays the same from step to step, as it does for every model here.
     ``forward_sync_buffers=False``: codebook buffers are kept identical by the quantizers
     themselves (statistics summed over ranks), not overwritten by rank 0's copy.
     """
@@ -164,7 +166,7 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
         wrapped,
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,  # buffers are still made equal once, when DDP starts
-        find_unused_parameters=True,
+        static_graph=True,
         gradient_as_bucket_view=True,  # no second copy of the gradients
     )
 
