@@ -104,8 +104,8 @@ def test_skip_nonfinite_skips_the_batch_without_a_trace(tmp_path):
     poison(model, {3})
     states = {}
 
-    def on_step(step, m):
-        states[step] = {k: v.clone() for k, v in m.state_dict().items()}
+    def on_step(step, m):  # every parameter and buffer, non-persistent ones included
+        states[step] = {k: v.clone() for k, v in [*m.named_parameters(), *m.named_buffers()]}
 
     result = fit(
         model,
@@ -116,7 +116,8 @@ def test_skip_nonfinite_skips_the_batch_without_a_trace(tmp_path):
         on_step=on_step,
     )
     assert result.skipped == 1 and result.step == 6
-    # Step 3 changed nothing: weights and codebook buffers (EMA, usage) are those of step 2.
+    # Step 3 changed nothing: weights and codebook buffers (EMA, usage, the pool of recent
+    # encoder outputs) are those of step 2.
     for name, value in states[2].items():
         assert torch.equal(states[3][name], value), name
     assert not torch.equal(states[4]["quantizer.codebook"], states[3]["quantizer.codebook"])

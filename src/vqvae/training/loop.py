@@ -302,7 +302,7 @@ def fit(
                     skipped += 1
                     if consecutive > MAX_CONSECUTIVE_SKIPS:
                         raise diverged(f"{consecutive} batches in a row were non-finite")
-                    model.load_state_dict(snapshot)
+                    _restore(model, snapshot)
                     optimizer.zero_grad(set_to_none=True)
                 else:
                     consecutive = 0
@@ -351,8 +351,20 @@ def fit(
     )
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _state_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer, the non-persistent ones too (a pool of recent encoder
+    outputs, say), which ``state_dict`` leaves out."""
+    return [*model.parameters(), *model.buffers()]
+
+
+def _snapshot(model: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in _state_tensors(model)]
+
+
+@torch.no_grad()
+def _restore(model: nn.Module, snapshot: list[torch.Tensor]) -> None:
+    for tensor, saved in zip(_state_tensors(model), snapshot, strict=True):
+        tensor.copy_(saved)
 
 
 def _postfix(metrics: dict[str, Any], step: int) -> dict[str, str]:
