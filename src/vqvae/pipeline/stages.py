@@ -169,8 +169,10 @@ def _leaf_paths(raw: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple
 
 
 def _setting(config: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path``, or None where the config has no such setting (another kind of
+    quantizer, say), which then counts as a change."""
     for key in path:
-        config = getattr(config, key)
+        config = getattr(config, key, None)
     return config
 
 
