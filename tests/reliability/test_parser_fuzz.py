@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import random
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from vqvae.models import VQVAE, VQVAEConfig
 from vqvae.pipeline.run import RunConfig
 from vqvae.quantizers import QuantizerConfig
 from vqvae.serialization import load_weights
-from vqvae.training.checkpoint import load_checkpoint, save_checkpoint
+from vqvae.training import ShuffledBatches
+from vqvae.training.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 
 # A few seconds in CI; set VQVAE_FUZZ_EXAMPLES=5000 for a deeper search.
 EXAMPLES = int(os.environ.get("VQVAE_FUZZ_EXAMPLES", "60"))
@@ -152,9 +154,24 @@ def test_fuzz_checkpoint_files(checkpoint_files, which, data):
             if which.startswith("model/"):
                 load_weights(model, path / "model")
             else:
-                load_checkpoint(path, model, torch.optim.AdamW(model.parameters()))
+                optimizer = torch.optim.AdamW(model.parameters())
+                state, extra = load_checkpoint(path, model, optimizer)
+                with _rng_kept():  # what fit does next with a loaded checkpoint
+                    restore_rng(extra, state.get("rng", {}), torch.device("cpu"))
+                    ShuffledBatches((torch.arange(8),), 2).load_state_dict(state["batches"])
         except CheckpointError:
             pass
+
+
+@contextlib.contextmanager
+def _rng_kept():
+    saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
 
 
 VALID_PICKLE = py2_pickle(batch(2, 0))

@@ -77,21 +77,26 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: 
     """Undo ``capture_rng``. A rank missing from the checkpoint (more ranks than when it was
     written) takes rank 0's state."""
     me = distributed.rank()
-    torch_state = tensors.get(f"rng.torch.rank{me}", tensors.get("rng.torch.rank0"))
-    if torch_state is None:  # checkpoints written before per-rank states
-        torch_state = tensors.get("rng.torch")
-    if torch_state is not None:
-        torch.set_rng_state(torch_state)
-    cuda_state = tensors.get(f"rng.cuda.rank{me}", tensors.get("rng.cuda.rank0"))
-    if cuda_state is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(cuda_state, device)
-    if "rng.numpy" in tensors and "numpy" in meta:
-        kind, pos, has_gauss, cached = meta["numpy"]
-        keys = tensors["rng.numpy"].numpy().astype(np.uint32)
-        np.random.set_state((kind, keys, pos, has_gauss, cached))
-    if "python" in meta:
-        version, internal, gauss_next = meta["python"]
-        random.setstate((version, tuple(internal), gauss_next))
+    try:
+        torch_state = tensors.get(f"rng.torch.rank{me}", tensors.get("rng.torch.rank0"))
+        if torch_state is None:  # checkpoints written before per-rank states
+            torch_state = tensors.get("rng.torch")
+        if torch_state is not None:
+            torch.set_rng_state(torch_state)
+        cuda_state = tensors.get(f"rng.cuda.rank{me}", tensors.get("rng.cuda.rank0"))
+        if cuda_state is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_state, device)
+        if "rng.numpy" in tensors and "numpy" in meta:
+            kind, pos, has_gauss, cached = meta["numpy"]
+            keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+            np.random.set_state((kind, keys, pos, has_gauss, cached))
+        if "python" in meta:
+            version, internal, gauss_next = meta["python"]
+            random.setstate((version, tuple(internal), gauss_next))
+    except (RuntimeError, TypeError, ValueError) as e:  # a damaged checkpoint
+        raise CheckpointError(
+            f"checkpoint holds a malformed random-generator state ({e})"
+        ) from None
 
 
 # --- training-only module state ------------------------------------------------------------------
@@ -179,7 +184,23 @@ def _read_trainer(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: unreadable checkpoint state ({e})") from None
     if not isinstance(meta, dict) or not {"step", "optimizer", "batches"} <= set(meta):
         raise CheckpointError(f"{file}: not a training checkpoint (step/optimizer/batches missing)")
+    batches = meta["batches"]
+    fields_ok = (
+        _is_int(meta["step"])
+        and isinstance(meta.get("elapsed", 0.0), int | float)
+        and _is_int(meta.get("skipped", 0))
+        and isinstance(batches, dict)
+        and all(_is_int(batches.get(k)) for k in ("epoch", "position", "seed"))
+        and isinstance(meta["optimizer"], dict)
+        and isinstance(meta.get("rng", {}), dict)
+    )
+    if not fields_ok:
+        raise CheckpointError(f"{file}: malformed checkpoint state")
     return meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
