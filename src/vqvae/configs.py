@@ -25,7 +25,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))  # YAML allows keys such as null or 1
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
@@ -122,7 +122,7 @@ def _tagged_option(value: Any, options: tuple, where: str) -> type | None:
     if not isinstance(value, dict):  # not a table: let the default option say so
         return next(iter(tags.values()))
     tag = value.get("kind", next(iter(tags)))
-    if tag not in tags:
+    if not isinstance(tag, str) or tag not in tags:  # a table as kind is unhashable (fuzzing)
         raise ConfigError(
             f"{where}.kind: expected one of {', '.join(map(repr, tags))}, got {tag!r}"
         )
