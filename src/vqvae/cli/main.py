@@ -25,9 +25,11 @@ PRIOR_SECTIONS = (
     "bottom_prior",
 )
 SPEC_HELP = (
-    "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE or "
-    "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz)"
+    "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE, "
+    "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz), or audio: fsdd:DIR (the Free "
+    "Spoken Digit Dataset) or wav-folder:DIR (WAV files)"
 )
+AUDIO_OUT = " (audio runs: a folder for WAV files and spectrograms.png)"
 
 
 def _budget(p: argparse.ArgumentParser) -> None:
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="write originals above their reconstructions")
     p.add_argument("run")
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
-    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
     p.add_argument("--n", type=int, default=16, help="number of test images")
 
     p = sub.add_parser("encode", help="encode a dataset split to a codes file")
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode a codes file (from `vqvae encode`) to images")
     p.add_argument("run")
     p.add_argument("--codes", required=True, help="codes file (.safetensors)")
-    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
     p.add_argument("--n", type=int, default=16, help="number of index maps to decode")
 
     p = sub.add_parser(
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the prior at every position (slow)"
     )
-    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
 
     p = sub.add_parser("evaluate", help="measure a run on the test split (writes RUN/metrics.json)")
     p.add_argument("run")
@@ -178,7 +180,12 @@ def run(args: argparse.Namespace) -> int:
         _print_metrics(f"demo finished: run folder {args.out}", metrics)
         print(f"  pictures: {args.out}/reconstructions.png, {args.out}/samples.png")
     elif args.command == "train":
-        config, raw = resolve_config(args.config, args.overrides + _budget_overrides(args, "train"))
+        # Audio data selects the audio model (a config file or model.kind=... still decides).
+        base = (
+            {"model": {"kind": "audio"}} if args.data.startswith(("fsdd:", "wav-folder:")) else None
+        )
+        overrides = args.overrides + _budget_overrides(args, "train")
+        config, raw = resolve_config(args.config, overrides, base)
         summary = stages.train_vqvae(args.data, args.out, config, raw, resume=args.resume)
         if not is_main_process():
             return _exit_status(summary.result)

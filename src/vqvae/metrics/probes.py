@@ -52,3 +52,14 @@ def probe_accuracy(
     )
     probe.fit(train_features, train_labels)
     return float(np.mean(probe.predict(test_features) == test_labels))
+
+
+def code_label_nmi(indices: np.ndarray, labels: np.ndarray) -> float:
+    """Normalised mutual information between each item's code tuple (all of its indices taken
+    together as one cluster id) and its label: 1 when the codes determine the labels and vice
+    versa, 0 when they are independent."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    flat = np.asarray(indices).reshape(len(indices), -1)
+    _, cluster = np.unique(flat, axis=0, return_inverse=True)
+    return float(normalized_mutual_info_score(labels, cluster.ravel()))

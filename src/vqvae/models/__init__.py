@@ -1,5 +1,6 @@
-"""Models: the VQ-VAE, the hierarchical VQ-VAE-2, the Gaussian VAE baseline and the small
-image classifier used to score samples; their configs and save/load."""
+"""Models: the VQ-VAE, the hierarchical VQ-VAE-2, the Gaussian VAE baseline, the 1D (audio)
+and MLP (vector) VQ-VAEs, and the small classifiers used to score samples; their configs and
+save/load."""
 
 from __future__ import annotations
 
@@ -9,21 +10,26 @@ from torch import nn
 
 from vqvae import serialization
 from vqvae.errors import CheckpointError
+from vqvae.models.audio import AudioVQVAE, AudioVQVAEConfig
 from vqvae.models.classifier import ClassifierConfig, ImageClassifier
 from vqvae.models.vae import GaussianVAE, VAEConfig
+from vqvae.models.vectors import VectorVQVAE, VectorVQVAEConfig
 from vqvae.models.vqvae import VQVAE, VQVAEConfig, VQVAEOutput
 from vqvae.models.vqvae2 import VQVAE2, VQVAE2Config, VQVAE2Output
 
-ModelConfig = VQVAEConfig | VQVAE2Config | VAEConfig
+ModelConfig = VQVAEConfig | VQVAE2Config | VAEConfig | AudioVQVAEConfig | VectorVQVAEConfig
 _MODELS: dict[type, type[nn.Module]] = {
     VQVAEConfig: VQVAE,
     VQVAE2Config: VQVAE2,
     VAEConfig: GaussianVAE,
+    AudioVQVAEConfig: AudioVQVAE,  # kind "audio": 1D, audio and other sequences
+    VectorVQVAEConfig: VectorVQVAE,  # kind "mlp": plain vectors
 }
 
 
 def build_model(config: ModelConfig) -> VQVAE | VQVAE2 | GaussianVAE:
-    """The model a ``model`` config section describes (its ``kind``: vqvae, vqvae2 or vae)."""
+    """The model a ``model`` config section describes (its ``kind``: vqvae, vqvae2, vae, audio
+    or mlp)."""
     return _MODELS[type(config)](config)
 
 
@@ -39,6 +45,8 @@ def load_model(directory: str | Path, map_location: str = "cpu") -> VQVAE | VQVA
 __all__ = [
     "VQVAE",
     "VQVAE2",
+    "AudioVQVAE",
+    "AudioVQVAEConfig",
     "ClassifierConfig",
     "GaussianVAE",
     "ImageClassifier",
@@ -48,6 +56,8 @@ __all__ = [
     "VQVAE2Output",
     "VQVAEConfig",
     "VQVAEOutput",
+    "VectorVQVAE",
+    "VectorVQVAEConfig",
     "build_model",
     "load_model",
 ]

@@ -91,3 +91,53 @@ def plot_loss_curves(path: str | Path, rows: list[dict], keys: list[str], title:
         ax.axis("off")
     fig.suptitle(title)
     return _save_figure(fig, path)
+
+
+def plot_spectrograms(
+    path: str | Path,
+    rows: list[np.ndarray],
+    row_names: list[str],
+    sample_rate: int,
+    column_names: list[str] | None = None,
+    n_fft: int = 256,
+) -> Path:
+    """A grid of log-power spectrograms (dB): one row per waveform batch (N, T), e.g.
+    originals, reconstructions, samples; columns share a colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from vqvae.metrics.audio import stft_magnitude
+
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(2.0 * n_cols, 1.8 * len(rows)), squeeze=False
+    )
+    for i, row in enumerate(rows):
+        spec = stft_magnitude(torch.as_tensor(np.asarray(row, np.float32)), n_fft, n_fft // 4)
+        db = 20 * np.log10(spec.numpy() + 1e-5)  # (N, F, frames)
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            seconds = row.shape[-1] / sample_rate
+            ax.imshow(
+                db[j],
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                vmin=-60,
+                vmax=db.max(),
+                extent=(0, seconds, 0, sample_rate / 2000),
+            )
+            if j == 0:
+                ax.set_ylabel(f"{row_names[i]}\nkHz", fontsize=8)
+            if i == 0 and column_names:
+                ax.set_title(column_names[j], fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)

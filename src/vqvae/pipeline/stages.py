@@ -41,8 +41,24 @@ EVAL_BATCH = 500
 
 
 # --- data ------------------------------------------------------------------------------------
+def _family(kind: str):
+    """The stages of a non-image model family (``vqvae.pipeline.audio`` for kind "audio",
+    ``vqvae.pipeline.vectors`` for "mlp"), or None for the image families."""
+    if kind == "audio":
+        from vqvae.pipeline import audio
+
+        return audio
+    if kind == "mlp":
+        from vqvae.pipeline import vectors
+
+        return vectors
+    return None
+
+
 def load_for_model(spec: str, config: RunConfig) -> DataSplits:
     """Load ``spec`` converted to the model's image size and channel count."""
+    if (family := _family(config.model.kind)) is not None:
+        return family.load_for_model(spec, config)
     m = config.model
     return load_data(spec, image_size=m.image_size, channels=m.in_channels)
 
@@ -51,6 +67,13 @@ def _fit_model_to_data(
     spec: str, config: RunConfig, raw: dict[str, Any]
 ) -> tuple[RunConfig, DataSplits]:
     """The model takes the data's size and channels unless the user set them explicitly."""
+    from vqvae.data.audio import is_audio_spec
+
+    kind = config.model.kind
+    if is_audio_spec(spec) and "kind" not in raw.get("model", {}):
+        kind = "audio"  # audio data selects the audio model unless a kind was set
+    if (family := _family(kind)) is not None:
+        return family.fit_model_to_data(spec, config, raw)
     model_raw = raw.get("model", {})
     data = load_data(
         spec,
@@ -72,6 +95,13 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
 
 def _labels(part: ImageSet) -> torch.Tensor | None:
     return None if part.labels is None else torch.from_numpy(part.labels.astype(np.int64))
+
+
+def _training_tensors(config: RunConfig, data) -> tuple[torch.Tensor | None, ...]:
+    """What the model's ``training_losses`` reads, for every item of the training split."""
+    if (family := _family(config.model.kind)) is not None:
+        return family.training_tensors(data)
+    return _tensor(data.train.images), _labels(data.train)
 
 
 # --- stage 1: the VQ-VAE -------------------------------------------------------------------
@@ -103,6 +133,8 @@ def train_vqvae(
         config, data = _fit_model_to_data(spec, config, raw)
     torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
     model = build_model(config.model)  # validates the config before anything is written
+    if (prepare := getattr(_family(config.model.kind), "prepare_model", None)) is not None:
+        prepare(model, data)  # e.g. a vector model's standardisation (a resume reloads it)
     if resume and (ckpt := latest_checkpoint(run.path / "checkpoints")) is not None:
         verify_checkpoint(ckpt, model)  # a corrupt or foreign checkpoint: refuse, write nothing
     main = distributed.is_main_process()
@@ -112,7 +144,7 @@ def train_vqvae(
         run.write_config(config, spec)
 
     batches = ShuffledBatches(
-        (_tensor(data.train.images), _labels(data.train)),
+        _training_tensors(config, data),
         config.train.batch_size,
         config.train.seed,
     )
@@ -188,6 +220,8 @@ def encode_images(model: VQVAE, images: np.ndarray, batch_size: int = EVAL_BATCH
 @torch.no_grad()
 def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
     """MSE, PSNR (from the mean MSE over the split), mean SSIM and codebook health on ``test``."""
+    if (family := _family(model.config.kind)) is not None:  # audio, vectors
+        return family.reconstruction_metrics(model, test)
     if not isinstance(model, VQVAE):  # VQ-VAE-2 or Gaussian VAE
         from vqvae.pipeline import generation
 
@@ -212,6 +246,8 @@ def reconstruction_metrics(model: VQVAE, test: ImageSet) -> dict[str, float]:
 
 
 def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None:
+    if (family := _family(model.config.kind)) is not None:  # audio, vectors
+        return family.write_training_pictures(run, model, data)
     if not isinstance(model, VQVAE):  # VQ-VAE-2 or Gaussian VAE
         from vqvae.pipeline import generation
 
@@ -240,6 +276,8 @@ def write_training_pictures(run: RunDir, model: VQVAE, data: DataSplits) -> None
 def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int = 16) -> Path:
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
+    if (family := _family(config.model.kind)) is not None:  # audio: a folder of WAVs
+        return family.reconstruct(run_path, spec, out, n)
     model = load_model(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     originals = data.test.images[:n]
@@ -253,6 +291,8 @@ def encode_dataset(
 ) -> Path:
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
+    if (family := _family(config.model.kind)) is not None:
+        return family.encode_dataset(run_path, spec, out, split)
     model = VQVAE.from_pretrained(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     part = data.train if split == "train" else data.test
@@ -267,6 +307,8 @@ def decode_codes(
 ) -> Path:
     """Decode the first ``n`` index maps of a codes file (``vqvae encode``) to an image grid."""
     run = RunDir(run_path)
+    if (family := _family(run.read_config()[0].model.kind)) is not None:
+        return family.decode_codes(run_path, codes_path, out, n)  # audio: a folder of WAVs
     model = VQVAE.from_pretrained(run.require_model())
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
@@ -330,6 +372,16 @@ def train_prior(
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
     config = _with_prior_overrides(config, overrides)
+    if config.model.kind == "audio":  # a Transformer over code sequences
+        from vqvae.pipeline import audio
+
+        return audio.train_prior(
+            run, config, spec or saved_spec, resume=resume, show_progress=show_progress
+        )
+    if config.model.kind == "mlp":
+        from vqvae.pipeline import vectors
+
+        raise vectors.no_prior()
     if config.model.kind == "vae":
         raise VQVAEError(f"{run.path}: a Gaussian VAE has no codes, so no prior to train")
     if config.model.kind == "vqvae2":
@@ -452,6 +504,17 @@ def sample(
     from vqvae.pipeline import generation
 
     options = generation.SampleOptions(temperature, top_k, top_p, guidance_scale, cached)
+    kind = RunDir(run_path).read_config()[0].model.kind
+    if kind == "mlp":
+        from vqvae.pipeline import vectors
+
+        raise vectors.no_prior()
+    if kind == "audio":  # WAVs and spectrograms in the folder ``out``
+        from vqvae.pipeline import audio
+
+        if complete:
+            raise ConfigError("--complete is for image runs")
+        return audio.sample(run_path, n, out, label=label, options=options, seed=seed)
     data = None
     if complete:
         config, saved_spec = RunDir(run_path).read_config()
@@ -475,6 +538,16 @@ def evaluate(
     measures sample quality (``vqvae.pipeline.quality``) on that many samples."""
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
+    if (family := _family(config.model.kind)) is not None:  # audio, vectors
+        return family.evaluate(
+            run,
+            config,
+            spec or saved_spec,
+            samples=samples,
+            classifier_dir=classifier_dir,
+            options=sample_options,
+            seed=seed,
+        )
     model = load_model(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     metrics: dict[str, Any] = reconstruction_metrics(model, data.test)
