@@ -6,6 +6,11 @@ accuracy on the real test audio.
 
     waveform (B, T) -> log mel (B, n_mels, frames), minus its mean (level invariance)
     -> [conv3×3, BatchNorm, ReLU, maxpool 2] × 3 -> average pool to 4×4 -> dropout -> linear
+
+With ``augment`` (training only) each clip gets white noise at a random SNR of 10–40 dB and its
+log mel spectrogram one frequency mask (up to 8 bands) and one time mask (up to 12 frames) —
+SpecAugment (Park et al. 2019) — so the classifier judges what was said rather than how clean
+the recording is. It still sees only real training audio.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class LogMelClassifierConfig:
     n_mels: int = 40
     width: int = 32  # channels of the first block (doubled in each of the next two)
     dropout: float = 0.3
+    augment: bool = True  # training only: noise and SpecAugment masks (see the module doc)
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop", "n_mels", "width"):
@@ -77,11 +83,32 @@ class LogMelClassifier(nn.Module):
         """Waveforms -> class logits (B, num_classes)."""
         return self.head(self.body(self.features(waves)))
 
+    def _augmented_features(self, waves: Tensor) -> Tensor:
+        """Features of noisy copies of ``waves`` with one frequency and one time mask each.
+        Draws from torch's global generator (seeded by the training loop)."""
+        b = len(waves)
+        rms = waves.pow(2).mean(-1, keepdim=True).sqrt()  # (B, 1)
+        snr_db = 10 + 30 * torch.rand(b, 1, device=waves.device)
+        noisy = waves + torch.randn_like(waves) * rms * 10 ** (-snr_db / 20)
+        feats = self.features(noisy)  # (B, 1, mels, frames)
+        mels, frames = feats.shape[2], feats.shape[3]
+        for size, width, dim in ((mels, 8, 2), (frames, 12, 3)):
+            w = torch.randint(0, width + 1, (b,), device=feats.device)
+            start = (torch.rand(b, device=feats.device) * (size - w + 1)).long()
+            pos = torch.arange(size, device=feats.device)
+            inside = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # (B, size)
+            shape = (b, 1, size, 1) if dim == 2 else (b, 1, 1, size)
+            feats = feats.masked_fill(inside.view(shape), 0.0)  # 0 = the clip's mean
+        return feats
+
     def training_losses(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         waves, labels = batch[0], batch[1]
         if labels is None:
             raise ConfigError("the classifier needs labelled data")
-        logits = self(waves)
+        if self.training and self.config.augment:
+            logits = self.head(self.body(self._augmented_features(waves)))
+        else:
+            logits = self(waves)
         return {
             "loss": F.cross_entropy(logits, labels),
             "accuracy": (logits.argmax(1) == labels).float().mean().detach(),

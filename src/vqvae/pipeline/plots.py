@@ -118,14 +118,12 @@ def plot_spectrograms(
     for i, row in enumerate(rows):
         spec = stft_magnitude(torch.as_tensor(np.asarray(row, np.float32)), n_fft, n_fft // 4)
         db = 20 * np.log10(spec.numpy() + 1e-5)  # (N, F, frames)
+        seconds, khz = row.shape[-1] / sample_rate, sample_rate / 2000
         for j in range(n_cols):
             ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if j >= len(row):
                 ax.axis("off")
                 continue
-            seconds = row.shape[-1] / sample_rate
             ax.imshow(
                 db[j],
                 origin="lower",
@@ -133,10 +131,15 @@ def plot_spectrograms(
                 cmap="magma",
                 vmin=-60,
                 vmax=db.max(),
-                extent=(0, seconds, 0, sample_rate / 2000),
+                extent=(0, seconds, 0, khz),
             )
+            ax.tick_params(labelsize=6)
+            ax.set_xticks([0, round(seconds, 2)] if i == len(rows) - 1 else [])
+            ax.set_yticks([0, khz] if j == 0 else [])
             if j == 0:
                 ax.set_ylabel(f"{row_names[i]}\nkHz", fontsize=8)
+            if i == len(rows) - 1 and j == 0:
+                ax.set_xlabel("s", fontsize=7)
             if i == 0 and column_names:
                 ax.set_title(column_names[j], fontsize=8)
     fig.tight_layout()
