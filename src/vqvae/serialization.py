@@ -88,3 +88,19 @@ def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Mod
             )
     module.load_state_dict(state)
     return module
+
+
+class Pretrained:
+    """Mixin for a module built from one typed ``config``: ``save_pretrained`` writes the
+    folder, ``from_pretrained`` rebuilds the module from it alone (in eval mode)."""
+
+    config_class: type
+    config: Any
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_module(self, self.config, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu"):
+        config = read_config(directory, cls.__name__, cls.config_class)
+        return load_weights(cls(config), directory).to(map_location).eval()

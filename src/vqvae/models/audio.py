@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import serialization
 from vqvae.errors import ConfigError
 from vqvae.models.audio_losses import multi_resolution_stft_loss
 from vqvae.nets.conv1d import Decoder1d, Encoder1d
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
+from vqvae.serialization import Pretrained
 
 
 @dataclass
@@ -98,7 +97,9 @@ class AudioVQVAEOutput:
     loss: Tensor  # the training objective
 
 
-class AudioVQVAE(nn.Module):
+class AudioVQVAE(Pretrained, nn.Module):
+    config_class = AudioVQVAEConfig
+
     def __init__(self, config: AudioVQVAEConfig) -> None:
         super().__init__()
         self.config = config
@@ -195,13 +196,3 @@ class AudioVQVAE(nn.Module):
                 f"{tuple(x.shape)}"
             )
         return x
-
-    # --- save / load ------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return serialization.save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> AudioVQVAE:
-        config = serialization.read_config(directory, cls.__name__, AudioVQVAEConfig)
-        model = serialization.load_weights(cls(config), directory)
-        return model.to(map_location)

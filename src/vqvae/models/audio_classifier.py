@@ -16,15 +16,14 @@ the recording is. It still sees only real training audio.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import serialization
 from vqvae.errors import ConfigError
 from vqvae.metrics.audio import log_mel
+from vqvae.serialization import Pretrained
 
 
 @dataclass
@@ -48,7 +47,9 @@ class LogMelClassifierConfig:
             raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
 
 
-class LogMelClassifier(nn.Module):
+class LogMelClassifier(Pretrained, nn.Module):
+    config_class = LogMelClassifierConfig
+
     def __init__(self, config: LogMelClassifierConfig) -> None:
         super().__init__()
         self.config = config
@@ -126,12 +127,3 @@ class LogMelClassifier(nn.Module):
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return serialization.save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> LogMelClassifier:
-        config = serialization.read_config(directory, cls.__name__, LogMelClassifierConfig)
-        model = serialization.load_weights(cls(config), directory)
-        return model.to(map_location).eval()

@@ -11,14 +11,13 @@ penultimate-layer features, and class-conditional samples are scored by its accu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import serialization
 from vqvae.errors import ConfigError
+from vqvae.serialization import Pretrained
 
 
 @dataclass
@@ -39,7 +38,9 @@ class ClassifierConfig:
             raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(Pretrained, nn.Module):
+    config_class = ClassifierConfig
+
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
@@ -87,15 +88,6 @@ class ImageClassifier(nn.Module):
             "loss": F.cross_entropy(logits, labels),
             "accuracy": (logits.argmax(1) == labels).float().mean().detach(),
         }
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return serialization.save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> ImageClassifier:
-        config = serialization.read_config(directory, cls.__name__, ClassifierConfig)
-        model = serialization.load_weights(cls(config), directory)
-        return model.to(map_location).eval()
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import serialization
 from vqvae.errors import ConfigError
 from vqvae.nets.mlp import MLPDecoder, MLPEncoder
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
+from vqvae.serialization import Pretrained
 
 
 def _default_quantizer() -> QuantizerConfig:
@@ -54,7 +53,9 @@ class VectorVQVAEOutput:
     loss: Tensor
 
 
-class VectorVQVAE(nn.Module):
+class VectorVQVAE(Pretrained, nn.Module):
+    config_class = VectorVQVAEConfig
+
     def __init__(self, config: VectorVQVAEConfig) -> None:
         super().__init__()
         self.config = config
@@ -124,12 +125,3 @@ class VectorVQVAE(nn.Module):
         if x.dim() != 2 or x.shape[1] != f:
             raise ValueError(f"expected vectors (B, {f}), got shape {tuple(x.shape)}")
         return (x - self.mean) / self.std
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return serialization.save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> VectorVQVAE:
-        config = serialization.read_config(directory, cls.__name__, VectorVQVAEConfig)
-        model = serialization.load_weights(cls(config), directory)
-        return model.to(map_location)

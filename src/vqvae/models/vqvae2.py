@@ -17,65 +17,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import serialization
 from vqvae.errors import ConfigError
+from vqvae.models.image_config import ImageModelConfig, is_power_of_two
 from vqvae.nets import Decoder2d, Encoder2d
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
-
-
-def _is_power_of_two(n: int) -> bool:
-    return n >= 2 and not n & (n - 1)
+from vqvae.serialization import Pretrained
 
 
 @dataclass
-class VQVAE2Config:
+class VQVAE2Config(ImageModelConfig):
     kind: Literal["vqvae2"] = "vqvae2"
-    in_channels: int = 1
-    image_size: int = 28
     downsample: int = 2  # bottom grid = image_size / downsample
     top_downsample: int = 2  # top grid = bottom grid / top_downsample
-    hidden: int = 128
-    res_blocks: int = 2
-    res_hidden: int = 32
-    recon_loss: Literal["mse", "bce"] = "mse"
-    data_variance: float = 1.0  # MSE is divided by it, as for the VQ-VAE
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)  # the bottom codes
     top_quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def __post_init__(self) -> None:
-        if self.in_channels < 1:
-            raise ConfigError(f"model.in_channels must be >= 1, got {self.in_channels}")
-        for name in ("downsample", "top_downsample"):
-            if not _is_power_of_two(getattr(self, name)):
-                raise ConfigError(
-                    f"model.{name} must be a power of two >= 2, got {getattr(self, name)}"
-                )
+        super().__post_init__()
+        if not is_power_of_two(self.top_downsample):
+            raise ConfigError(
+                f"model.top_downsample must be a power of two >= 2, got {self.top_downsample}"
+            )
         total = self.downsample * self.top_downsample
-        if self.image_size < 1 or self.image_size % total:
+        if self.image_size % total:
             raise ConfigError(
                 f"model.image_size {self.image_size} is not divisible by model.downsample × "
                 f"model.top_downsample = {total}"
             )
-        for name in ("hidden", "res_hidden"):
-            if getattr(self, name) < 2:
-                raise ConfigError(f"model.{name} must be >= 2, got {getattr(self, name)}")
-        if self.res_blocks < 0:
-            raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
-        if not self.data_variance > 0:
-            raise ConfigError(f"model.data_variance must be > 0, got {self.data_variance}")
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """The bottom code grid."""
-        side = self.image_size // self.downsample
-        return side, side
 
     @property
     def top_grid(self) -> tuple[int, int]:
@@ -92,7 +66,9 @@ class VQVAE2Output:
     loss: Tensor
 
 
-class VQVAE2(nn.Module):
+class VQVAE2(Pretrained, nn.Module):
+    config_class = VQVAE2Config
+
     def __init__(self, config: VQVAE2Config) -> None:
         super().__init__()
         self.config = config
@@ -125,32 +101,21 @@ class VQVAE2(nn.Module):
         """Quantized top (B, Dt, ht, wt) and bottom (B, Db, hb, wb) -> decoder output."""
         return self.decoder(torch.cat([z_bottom, self.upsample_top(z_top)], 1))
 
-    def _to_data(self, out: Tensor) -> Tensor:
-        return torch.sigmoid(out) if self.config.recon_loss == "bce" else out + 0.5
-
-    def _target(self, x: Tensor) -> Tensor:
-        return (x > 0.5).to(x.dtype) if self.config.recon_loss == "bce" else x
-
     def forward(self, x: Tensor) -> VQVAE2Output:
-        self._check_images(x)
-        target = self._target(x)
+        self.config.check_images(x)
+        target = self.config.target(x)
         top, bottom = self._quantize(target)
         out = self._decode(top.quantized, bottom.quantized)
-        if self.config.recon_loss == "bce":
-            recon_loss = F.binary_cross_entropy_with_logits(out, target)
-            scaled = recon_loss
-        else:
-            recon_loss = F.mse_loss(out + 0.5, target)
-            scaled = recon_loss / self.config.data_variance
+        recon_loss, scaled = self.config.reconstruction_loss(out, target)
         loss = scaled + top.loss + bottom.loss
-        return VQVAE2Output(self._to_data(out), recon_loss, top, bottom, loss)
+        return VQVAE2Output(self.config.to_images(out), recon_loss, top, bottom, loss)
 
     def training_losses(self, batch: tuple[Tensor, Tensor | None]) -> dict[str, Tensor]:
         """The loss, scalar metrics, and the bottom codebook's counts (codebook health)."""
         x = batch[0]
         out = self(x)
         with torch.no_grad():
-            mse = F.mse_loss(out.reconstruction.clamp(0, 1), self._target(x))
+            mse = F.mse_loss(out.reconstruction.clamp(0, 1), self.config.target(x))
         return {
             "loss": out.loss,
             "recon": out.recon_loss.detach(),
@@ -164,11 +129,11 @@ class VQVAE2(nn.Module):
     @torch.no_grad()
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Images (B, C, H, W) in [0, 1] -> (top (B, ht, wt), bottom (B, hb, wb)) indices."""
-        self._check_images(x)
+        self.config.check_images(x)
         was_training = self.training
         self.eval()
         try:
-            top, bottom = self._quantize(self._target(x))
+            top, bottom = self._quantize(self.config.target(x))
             return top.indices, bottom.indices
         finally:
             self.train(was_training)
@@ -183,7 +148,7 @@ class VQVAE2(nn.Module):
             )
         z_top = self.top_quantizer.lookup(top)
         z_bottom = self.quantizer.lookup(bottom)
-        return self._to_data(self._decode(z_top, z_bottom))
+        return self.config.to_images(self._decode(z_top, z_bottom))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -196,18 +161,3 @@ class VQVAE2(nn.Module):
         return ht * wt * math.log2(self.top_quantizer.codebook_size) + hb * wb * math.log2(
             self.quantizer.codebook_size
         )
-
-    def _check_images(self, x: Tensor) -> None:
-        c, s = self.config.in_channels, self.config.image_size
-        if x.dim() != 4 or x.shape[1] != c or x.shape[2] != s or x.shape[3] != s:
-            raise ValueError(f"expected images (B, {c}, {s}, {s}), got shape {tuple(x.shape)}")
-
-    # --- save / load ------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return serialization.save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> VQVAE2:
-        config = serialization.read_config(directory, cls.__name__, VQVAE2Config)
-        model = serialization.load_weights(cls(config), directory)
-        return model.to(map_location)

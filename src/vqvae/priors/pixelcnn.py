@@ -36,7 +36,6 @@ the same inputs, evaluated on crops).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +43,7 @@ from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
 from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
-from vqvae.serialization import load_weights, read_config, save_module
+from vqvae.serialization import Pretrained
 
 
 @dataclass
@@ -163,7 +162,9 @@ class GatedLayer(nn.Module):
         return v_out, h_out, skip
 
 
-class GatedPixelCNN(AutoregressivePrior):
+class GatedPixelCNN(Pretrained, AutoregressivePrior):
+    config_class = PixelCNNConfig
+
     """Autoregressive prior p(z) = Π_{raster order} p(z_ij | z_<ij [, class] [, cond map])."""
 
     def __init__(self, config: PixelCNNConfig) -> None:
@@ -248,21 +249,6 @@ class GatedPixelCNN(AutoregressivePrior):
         if cached:
             return _CachedDecoder(self, batch, grid, labels, cond)
         return _FullDecoder(self, grid, labels, cond)
-
-    # ----------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
-        return save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu"
-    ) -> GatedPixelCNN:
-        """Rebuild a model saved by ``save_pretrained`` (in eval mode, on ``map_location``)."""
-        config = read_config(directory, cls.__name__, PixelCNNConfig)
-        model = cls(config)
-        load_weights(model, directory)
-        return model.to(map_location).eval()
 
 
 class _FullDecoder:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
 from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
-from vqvae.serialization import load_weights, read_config, save_module
+from vqvae.serialization import Pretrained
 
 
 @dataclass
@@ -126,7 +125,9 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class TransformerPrior(AutoregressivePrior):
+class TransformerPrior(Pretrained, AutoregressivePrior):
+    config_class = TransformerPriorConfig
+
     """p(z) = Π_t p(z_t | z_<t [, class]) over flattened code maps or code sequences."""
 
     def __init__(self, config: TransformerPriorConfig) -> None:
@@ -228,21 +229,6 @@ class TransformerPrior(AutoregressivePrior):
 
     def _decoder(self, batch, grid, labels, cond, cached):
         return _TransformerDecoder(self, batch, grid, labels, cached)
-
-    # ----------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
-        return save_module(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu"
-    ) -> TransformerPrior:
-        """Rebuild a model saved by ``save_pretrained`` (in eval mode, on ``map_location``)."""
-        config = read_config(directory, cls.__name__, TransformerPriorConfig)
-        model = cls(config)
-        load_weights(model, directory)
-        return model.to(map_location).eval()
 
 
 class _TransformerDecoder:

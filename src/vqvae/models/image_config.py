@@ -1,0 +1,77 @@
+"""What every convolutional image model shares: its input, its encoder/decoder size and its
+reconstruction term. The VQ-VAE, VQ-VAE-2 and the Gaussian VAE configs extend it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vqvae.errors import ConfigError
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 2 and not n & (n - 1)
+
+
+@dataclass
+class ImageModelConfig:
+    in_channels: int = 1
+    image_size: int = 28
+    downsample: int = 4  # latent grid = image_size / downsample
+    hidden: int = 128
+    res_blocks: int = 2
+    res_hidden: int = 32
+    recon_loss: Literal["mse", "bce"] = "mse"  # bce: inputs binarised at 0.5, decoder emits logits
+    # MSE is divided by the training data's variance (as in the Sonnet example) so that the
+    # reconstruction and commitment terms keep the balance the paper's β assumes.
+    data_variance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1:
+            raise ConfigError(f"model.in_channels must be >= 1, got {self.in_channels}")
+        if not is_power_of_two(self.downsample):
+            raise ConfigError(
+                f"model.downsample must be a power of two >= 2, got {self.downsample}"
+            )
+        for name in ("hidden", "res_hidden"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"model.{name} must be >= 2, got {getattr(self, name)}")
+        if self.res_blocks < 0:
+            raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
+        if not self.data_variance > 0:
+            raise ConfigError(f"model.data_variance must be > 0, got {self.data_variance}")
+        if self.image_size < 1 or self.image_size % self.downsample:
+            raise ConfigError(
+                f"model.image_size {self.image_size} is not divisible by "
+                f"model.downsample {self.downsample}"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.image_size // self.downsample
+        return side, side
+
+    def check_images(self, x: Tensor) -> None:
+        c, s = self.in_channels, self.image_size
+        if x.dim() != 4 or x.shape[1] != c or x.shape[2] != s or x.shape[3] != s:
+            raise ValueError(f"expected images (B, {c}, {s}, {s}), got shape {tuple(x.shape)}")
+
+    def target(self, x: Tensor) -> Tensor:
+        """What the decoder reconstructs: the images, binarised at 0.5 for BCE."""
+        return (x > 0.5).to(x.dtype) if self.recon_loss == "bce" else x
+
+    def to_images(self, out: Tensor) -> Tensor:
+        """Decoder output -> images in data space (the decoder works around 0)."""
+        return torch.sigmoid(out) if self.recon_loss == "bce" else out + 0.5
+
+    def reconstruction_loss(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(raw per-element loss for reports, the term that enters the objective)."""
+        if self.recon_loss == "bce":
+            raw = F.binary_cross_entropy_with_logits(out, target)
+            return raw, raw
+        raw = F.mse_loss(out + 0.5, target)
+        return raw, raw / self.data_variance
