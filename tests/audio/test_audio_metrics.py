@@ -18,7 +18,7 @@ from vqvae.metrics.audio import (
     snr_db,
     stft_magnitude,
 )
-from vqvae.models.audio_losses import multi_resolution_stft_loss
+from vqvae.models.audio_losses import log_mel_loss, multi_resolution_stft_loss
 
 
 def _np_stft_power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -109,3 +109,14 @@ def test_stft_loss_zero_on_identity_and_gradient_finite_on_silence(shape):
     assert float(loss.detach()) > 0 and torch.isfinite(y.grad).all()
     with pytest.raises(ValueError, match="shapes differ"):
         multi_resolution_stft_loss(x, x[..., :512])
+
+
+def test_log_mel_loss():
+    x = torch.randn(2, 1, 1024) * 0.1
+    assert float(log_mel_loss(x, x, 8000)) == 0.0
+    y = torch.zeros_like(x, requires_grad=True)
+    loss = log_mel_loss(x, y, 8000, n_fft=256, n_mels=20)
+    loss.backward()
+    assert float(loss.detach()) > 0 and torch.isfinite(y.grad).all()
+    # A pure gain g shifts every log mel magnitude by log g (away from the floor).
+    np.testing.assert_allclose(float(log_mel_loss(x, 2 * x, 8000)), math.log(2), rtol=1e-3)

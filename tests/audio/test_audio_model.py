@@ -27,6 +27,7 @@ def tiny(**kw) -> AudioVQVAE:
     torch.manual_seed(0)
     q = QuantizerConfig(codebook_size=16, dim=8, kmeans_init=False, dead_code_threshold=0.0)
     base = dict(length=512, window=256, downsample=8, hidden=32, res_blocks=1, quantizer=q)
+    base.update(mel_fft=64, mel_bands=16)
     base.update(kw)
     if base["window"] and base.get("stft_weight", 1.0):
         base.setdefault("stft_sizes", (128, 64))
@@ -46,7 +47,7 @@ def test_shapes_for_each_downsampling(downsample):
 
 
 def test_other_lengths_and_channels():
-    m = tiny(in_channels=3, stft_weight=0.0, window=0)
+    m = tiny(in_channels=3, stft_weight=0.0, mel_weight=0.0, window=0)
     x = torch.randn(2, 3, 64)  # any multiple of downsample, not only config.length
     assert m.decode_indices(m.encode(x)).shape == (2, 3, 64)
     with pytest.raises(ValueError, match="multiple of 8"):
@@ -110,12 +111,13 @@ def test_crops_stay_inside_the_real_samples():
         ({"window": 100}, "window"),
         ({"window": 1024}, "window"),
         ({"stft_sizes": (512,)}, "exceeds the training crop"),
-        ({"time_weight": 0.0, "stft_weight": 0.0}, "not both 0"),
+        ({"time_weight": 0.0, "stft_weight": 0.0, "mel_weight": 0.0}, "not all 0"),
+        ({"mel_fft": 1024}, "mel_fft"),
         ({"data_variance": 0.0}, "data_variance"),
     ],
 )
 def test_config_errors(kw, message):
-    base = dict(length=512, window=256, downsample=8, stft_sizes=(128,))
+    base = dict(length=512, window=256, downsample=8, stft_sizes=(128,), mel_fft=128)
     base.update(kw)
     with pytest.raises(ConfigError, match=message):
         AudioVQVAEConfig(**base)

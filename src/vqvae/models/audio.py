@@ -2,8 +2,9 @@
 
 x (B, C, T) -> ``Encoder1d`` -> z_e (B, D, T / d) -> nearest code -> z_q -> ``Decoder1d`` -> x̂.
 Loss = time_weight · MSE(x, x̂) / data_variance + stft_weight · multi-resolution STFT loss
-(``vqvae.models.audio_losses``) + codebook + β·commitment (van den Oord et al. 2017, eq. 3).
-With ``stft_weight = 0`` it is a plain MSE sequence model for non-audio signals.
++ mel_weight · log-mel L1 (``vqvae.models.audio_losses``) + codebook + β·commitment (van den Oord
+et al. 2017, eq. 3). With ``stft_weight = mel_weight = 0`` it is a plain MSE sequence model for
+non-audio signals.
 
 Clips have a fixed ``length`` (padding and cropping rule: ``vqvae.data.audio``). Training reads
 random ``window``-sample crops of them (convolutions do not care about the length, and short crops
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
-from vqvae.models.audio_losses import multi_resolution_stft_loss
+from vqvae.models.audio_losses import log_mel_loss, multi_resolution_stft_loss
 from vqvae.nets.conv1d import Decoder1d, Encoder1d
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 from vqvae.serialization import Pretrained
@@ -43,6 +44,9 @@ class AudioVQVAEConfig:
     time_weight: float = 1.0  # weight of MSE / data_variance
     stft_weight: float = 1.0  # weight of the multi-resolution STFT loss (0 = off)
     stft_sizes: tuple[int, ...] = (512, 256, 128)  # FFT sizes (hop = n / 4)
+    mel_weight: float = 1.0  # weight of the log-mel L1 loss (0 = off)
+    mel_fft: int = 512  # its FFT size (hop = n / 4)
+    mel_bands: int = 64
     data_variance: float = 1.0  # filled in from the training clips
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
@@ -66,8 +70,9 @@ class AudioVQVAEConfig:
             )
         if self.hidden < 2 or self.res_blocks < 0:
             raise bad("hidden", f"/ res_blocks out of range ({self.hidden}, {self.res_blocks})")
-        if self.time_weight < 0 or self.stft_weight < 0 or self.time_weight + self.stft_weight == 0:
-            raise bad("time_weight", "and model.stft_weight must be >= 0 and not both 0")
+        weights = (self.time_weight, self.stft_weight, self.mel_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise bad("time_weight", ", stft_weight and mel_weight must be >= 0 and not all 0")
         if any(n < 8 for n in self.stft_sizes) or (self.stft_weight and not self.stft_sizes):
             raise bad("stft_sizes", f"must be FFT sizes >= 8, got {list(self.stft_sizes)}")
         shortest = self.window or self.length
@@ -75,6 +80,12 @@ class AudioVQVAEConfig:
             raise bad(
                 "stft_sizes",
                 f"largest FFT size {max(self.stft_sizes)} exceeds the training crop {shortest}",
+            )
+        if self.mel_weight and not (8 <= self.mel_fft <= shortest and self.mel_bands >= 1):
+            raise bad(
+                "mel_fft",
+                f"must lie in [8, {shortest}] (the training crop) with mel_bands >= 1, got "
+                f"{self.mel_fft} and {self.mel_bands}",
             )
         if not self.data_variance > 0:
             raise bad("data_variance", f"must be > 0, got {self.data_variance}")
@@ -93,6 +104,7 @@ class AudioVQVAEOutput:
     reconstruction: Tensor  # (B, C, T)
     time_loss: Tensor  # MSE per sample, unnormalised
     stft_loss: Tensor  # multi-resolution STFT loss (0 when stft_weight = 0)
+    mel_loss: Tensor  # log-mel L1 (0 when mel_weight = 0)
     quantizer: QuantizerOutput
     loss: Tensor  # the training objective
 
@@ -115,11 +127,18 @@ class AudioVQVAE(Pretrained, nn.Module):
         out = self.decoder(q.quantized)  # (B, C, T)
         c = self.config
         time_loss = F.mse_loss(out, x)
-        stft_loss = (
-            multi_resolution_stft_loss(x, out, c.stft_sizes) if c.stft_weight else out.new_zeros(())
+        zero = out.new_zeros(())
+        stft_loss = multi_resolution_stft_loss(x, out, c.stft_sizes) if c.stft_weight else zero
+        mel_loss = (
+            log_mel_loss(x, out, c.sample_rate, c.mel_fft, c.mel_bands) if c.mel_weight else zero
         )
-        loss = c.time_weight * time_loss / c.data_variance + c.stft_weight * stft_loss + q.loss
-        return AudioVQVAEOutput(out, time_loss, stft_loss, q, loss)
+        loss = (
+            c.time_weight * time_loss / c.data_variance
+            + c.stft_weight * stft_loss
+            + c.mel_weight * mel_loss
+            + q.loss
+        )
+        return AudioVQVAEOutput(out, time_loss, stft_loss, mel_loss, q, loss)
 
     def crop(self, waves: Tensor, lengths: Tensor | None) -> Tensor:
         """Random ``window``-sample crops (B, C, window) of clips (B, C, L), each starting
@@ -149,6 +168,7 @@ class AudioVQVAE(Pretrained, nn.Module):
             "loss": out.loss,
             "recon": out.time_loss.detach(),
             "stft": out.stft_loss.detach(),
+            "mel": out.mel_loss.detach(),
             "commitment": q.commitment_loss.detach(),
             "snr": snr,
             "code_counts": q.code_counts,
