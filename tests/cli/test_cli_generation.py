@@ -66,8 +66,9 @@ def test_vqvae_with_a_transformer_prior_guidance_completion_and_sample_quality(d
     run = tmp_path / "run"
     argv = ["train", "--data", data_spec, "--out", str(run), "--steps", "10"]
     assert main([*argv, "model.downsample=2", *TINY, *CODES, *PRIORS]) == 0
-    assert main(["train-prior", str(run), "prior_kind=transformer",
-                 "transformer.label_dropout=0.2", "--steps", "10"]) == 0  # fmt: skip
+    # overrides may come after options too
+    assert main(["train-prior", str(run), "--steps", "10", "prior_kind=transformer",
+                 "transformer.label_dropout=0.2"]) == 0  # fmt: skip
     saved = json.loads((run / "config.json").read_text())
     assert saved["prior_kind"] == "transformer" and saved["transformer"]["num_classes"] == 3
     assert json.loads((run / "prior/model/config.json").read_text())["type"] == "TransformerPrior"
@@ -122,6 +123,12 @@ def test_gaussian_vae_baseline_samples_and_is_scored(data_spec, tmp_path, capsys
     capsys.readouterr()
     assert main(["train-prior", str(run)]) == 2
     assert "no codes" in capsys.readouterr().err
+
+
+def test_stray_arguments_are_still_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", str(tmp_path), "--out", "x.png", "bogus"])
+    assert "unrecognized arguments: bogus" in capsys.readouterr().err
 
 
 def test_model_kind_errors_name_the_key(data_spec, tmp_path, capsys):

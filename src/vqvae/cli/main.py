@@ -251,8 +251,21 @@ def _exit_status(result) -> int:
     return 128 + (result.stop_signal or signal.SIGTERM)
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting key=value overrides follow options too: argparse alone gives
+    `train-prior RUN --steps 10 prior_kind=transformer` no place for the override."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.parse_args(argv)  # reports the unrecognised arguments and exits
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         from vqvae.distributed import process_group_from_env
 
