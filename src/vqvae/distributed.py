@@ -92,6 +92,9 @@ def process_group_from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> Ite
     dist.init_process_group(backend=backend, timeout=timeout)
     try:
         yield True
+        # Leave together: a rank that tears gloo down while its peer still has a collective in
+        # flight can abort ("terminate called without an active exception"), seen under load.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
