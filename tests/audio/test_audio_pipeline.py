@@ -160,6 +160,8 @@ def test_errors_are_one_line_exit_2(trained_run, fsdd_dir, tmp_path, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"vqvae {args[0]}: error:") and "\n" not in err, err
+        if "model.kind=vqvae" in args:
+            assert "audio data needs model.kind = 'audio'" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

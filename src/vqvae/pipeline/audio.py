@@ -79,14 +79,11 @@ def load_for_model(spec: str, config: RunConfig) -> AudioSplits:
 def fit_model_to_data(
     spec: str, config: RunConfig, raw: dict[str, Any]
 ) -> tuple[RunConfig, AudioSplits]:
-    """An audio spec selects ``model.kind = "audio"`` unless another kind was set explicitly;
-    ``data_variance`` comes from the training clips' real samples unless set."""
+    """The audio model for ``spec`` (a config of another family is rebuilt as an audio one from
+    the keys the user set); ``data_variance`` comes from the training clips' real samples unless
+    set."""
     model_raw = raw.get("model", {})
     if not isinstance(config.model, AudioVQVAEConfig):
-        if "kind" in model_raw:
-            raise ConfigError(
-                f"{spec}: audio data needs model.kind = 'audio', not {config.model.kind!r}"
-            )
         model = configs.from_dict(AudioVQVAEConfig, {**model_raw, "kind": "audio"}, "model")
         config = configs.replace(config, "config", model=model)
     data = load_for_model(spec, config)

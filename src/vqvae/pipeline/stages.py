@@ -70,8 +70,10 @@ def _fit_model_to_data(
     from vqvae.data.audio import is_audio_spec
 
     kind = config.model.kind
-    if is_audio_spec(spec) and "kind" not in raw.get("model", {}):
-        kind = "audio"  # audio data selects the audio model unless a kind was set
+    if is_audio_spec(spec):  # audio data selects the audio model
+        if "kind" in raw.get("model", {}) and kind != "audio":
+            raise ConfigError(f"{spec}: audio data needs model.kind = 'audio', not {kind!r}")
+        kind = "audio"
     if (family := _family(kind)) is not None:
         return family.fit_model_to_data(spec, config, raw)
     model_raw = raw.get("model", {})
