@@ -3,14 +3,16 @@
 #
 #   benchmarks/fsdd_audio.sh ../shared/data/fsdd/recordings benchmarks/runs/fsdd
 #
-# 1. the 1D VQ-VAE of configs/fsdd.toml (16× downsampling, K = 512: 500 codes/s, 4500 bit/s);
+# 1. OUT: the 1D VQ-VAE of configs/fsdd.toml (16× downsampling, K = 512: 500 codes/s, 4500 bit/s);
 # 2. its class-conditional Transformer prior over the 384-code sequences (same config file);
 # 3. `vqvae sample`: 4 clips of every digit as WAVs + spectrograms.png in OUT/samples/;
-# 4. `vqvae evaluate --samples SAMPLES`: SNR, log-spectral distance, bitrate, intelligibility
-#    (a log-mel digit classifier trained on the real training audio, in OUT/classifier/), code
-#    probes, prior NLL and the classifier's accuracy on class-conditional samples;
-#    OUT/metrics.json is copied to benchmarks/results/fsdd_audio.json and summarised as a
-#    markdown table in benchmarks/results/fsdd_audio.md.
+# 4. `vqvae evaluate --samples SAMPLES`, plain and with guidance scale 2: SNR, log-spectral
+#    distance, bitrate, intelligibility (a log-mel digit classifier trained on the real training
+#    audio, in OUT/classifier/), code probes, prior NLL and the classifier's accuracy on
+#    class-conditional samples; kept as OUT/metrics-plain.json and OUT/metrics-guidance2.json;
+# 5. OUT-8x: the same VQ-VAE at 8× downsampling (1000 codes/s, 9000 bit/s), no prior, judged by
+#    the same classifier (OUT/classifier).
+# The table lands in benchmarks/results/fsdd_audio.md, the metrics beside it (.json).
 # Budgets come from configs/fsdd.toml; VQ_STEPS and PRIOR_STEPS override them. A stage whose
 # model exists is skipped, so an interrupted measurement can be re-run (or resumed by hand with
 # --resume). One thread per process: on a busy 2-core machine, two threads ran several times
@@ -31,28 +33,19 @@ have() { [ -f "$1/model.safetensors" ]; }
 have "$OUT/model" || $VQVAE train --data "fsdd:$DATA" --out "$OUT" --config "$CONFIG" $VQ_BUDGET
 have "$OUT/prior/model" || $VQVAE train-prior "$OUT" --config "$CONFIG" $PRIOR_BUDGET
 $VQVAE sample "$OUT" --n 4 --out "$OUT/samples"
+$VQVAE evaluate "$OUT" --samples "$SAMPLES" --guidance-scale 2
+cp "$OUT/metrics.json" "$OUT/metrics-guidance2.json"
 $VQVAE evaluate "$OUT" --samples "$SAMPLES"
+cp "$OUT/metrics.json" "$OUT/metrics-plain.json"
+
+have "$OUT-8x/model" || $VQVAE train --data "fsdd:$DATA" --out "$OUT-8x" --config "$CONFIG" \
+  model.downsample=8 $VQ_BUDGET
+$VQVAE evaluate "$OUT-8x" --classifier "$OUT/classifier"
 
 mkdir -p "$HERE/results"
-cp "$OUT/metrics.json" "$HERE/results/fsdd_audio.json"
-python3 - "$OUT/metrics.json" > "$HERE/results/fsdd_audio.md" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-rows = [
-    ("bitrate of the code stream", f"{m['bitrate_bps']:.0f} bit/s ({m['codes_per_second']:.0f} codes/s × log2 {m['codebook_size']})"),
-    ("SNR (test, real samples)", f"{m['snr_db']:.2f} dB"),
-    ("log-spectral distance (test)", f"{m['lsd_db']:.2f} dB"),
-    ("classifier accuracy, real test audio", f"{m['classifier_test_accuracy']:.3f}"),
-    ("classifier accuracy, reconstructions", f"{m['reconstruction_class_accuracy']:.3f}"),
-    ("intelligibility ratio (recon / real)", f"{m['intelligibility_ratio']:.3f}"),
-    ("class-conditional samples recognised", f"{m['sample_class_accuracy']:.3f} ({m['sample_count']} samples)"),
-    ("probe: digit from codes", f"{m['probe_digit_accuracy']:.3f} (chance {m['probe_digit_chance']:.3f})"),
-    ("probe: speaker from codes", f"{m['probe_speaker_accuracy']:.3f} (chance {m['probe_speaker_chance']:.3f})"),
-    ("prior NLL (test)", f"{m['prior_nll_bits_per_code']:.3f} bits/code = {m['prior_nll_bits_per_second']:.0f} bit/s (uniform {m['prior_uniform_bits_per_code']:.0f} bits/code)"),
-    ("codebook usage / perplexity (test)", f"{m['codebook_usage']:.3f} / {m['perplexity']:.1f}"),
-]
-print("| metric | value |\n|---|---|")
-for name, value in rows:
-    print(f"| {name} | {value} |")
-PY
+python3 "$HERE/audio_table.py" "$OUT/metrics-plain.json" "$OUT/metrics-guidance2.json" \
+  "$OUT-8x/metrics.json" > "$HERE/results/fsdd_audio.md"
+cp "$OUT/metrics-plain.json" "$HERE/results/fsdd_audio_16x.json"
+cp "$OUT/metrics-guidance2.json" "$HERE/results/fsdd_audio_16x_guidance2.json"
+cp "$OUT-8x/metrics.json" "$HERE/results/fsdd_audio_8x.json"
 cat "$HERE/results/fsdd_audio.md"
