@@ -1,9 +1,8 @@
-"""Markdown table of audio runs' metrics.json files (benchmarks/fsdd_audio.sh):
+"""Markdown table of audio runs' metrics.json files, one column per file (benchmarks/fsdd_audio.sh):
 
-    python benchmarks/audio_table.py PLAIN.json GUIDED.json OTHER.json
+    python benchmarks/audio_table.py "16x=runs/fsdd/metrics.json" "8x=runs/fsdd-8x/metrics.json"
 
-The first file is the run with a prior (plain sampling), the second the same run sampled with
-classifier-free guidance, the third a run without a prior; missing keys print as "—".
+Each argument is LABEL=PATH; a key a run does not have prints as "—".
 """
 
 from __future__ import annotations
@@ -12,41 +11,40 @@ import json
 import sys
 from pathlib import Path
 
+ROWS = [
+    ("bitrate of the code stream (bit/s)", "bitrate_bps", ".0f"),
+    ("codes per second", "codes_per_second", ".0f"),
+    ("SNR, test split (dB)", "snr_db", ".2f"),
+    ("log-spectral distance, test split (dB)", "lsd_db", ".2f"),
+    ("digit classifier on real test audio", "classifier_test_accuracy", ".3f"),
+    ("digit classifier on reconstructions", "reconstruction_class_accuracy", ".3f"),
+    ("intelligibility ratio (reconstructions / real)", "intelligibility_ratio", ".3f"),
+    ("probe: digit from codes (chance 0.100)", "probe_digit_accuracy", ".3f"),
+    ("probe: speaker from codes (chance 0.167)", "probe_speaker_accuracy", ".3f"),
+    ("codebook usage (test)", "codebook_usage", ".3f"),
+    ("code perplexity (test)", "perplexity", ".1f"),
+    ("prior NLL, test (bits per code)", "prior_nll_bits_per_code", ".3f"),
+    ("prior NLL, test (bit/s)", "prior_nll_bits_per_second", ".0f"),
+    ("class-conditional samples recognised", "sample_class_accuracy", ".3f"),
+    ("samples scored", "sample_count", "d"),
+    ("guidance scale", "sample_guidance_scale", "g"),
+    ("temperature", "sample_temperature", "g"),
+]
 
-def fmt(m: dict, key: str, spec: str = ".3f") -> str:
-    return format(m[key], spec) if key in m else "—"
 
-
-def main(paths: list[str]) -> None:
-    runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-    plain, guided, other = runs
-    header = [
-        f"{plain['codes_per_second']:.0f} codes/s, K = {plain['codebook_size']}",
-        f"{other['codes_per_second']:.0f} codes/s, K = {other['codebook_size']}",
-    ]
-    rows = [
-        ("bitrate of the code stream (bit/s)", "bitrate_bps", ".0f"),
-        ("SNR, test split (dB)", "snr_db", ".2f"),
-        ("log-spectral distance, test split (dB)", "lsd_db", ".2f"),
-        ("digit classifier on real test audio", "classifier_test_accuracy", ".3f"),
-        ("digit classifier on reconstructions", "reconstruction_class_accuracy", ".3f"),
-        ("intelligibility ratio (reconstructions / real)", "intelligibility_ratio", ".3f"),
-        ("probe: digit from codes", "probe_digit_accuracy", ".3f"),
-        ("probe: digit, chance", "probe_digit_chance", ".3f"),
-        ("probe: speaker from codes", "probe_speaker_accuracy", ".3f"),
-        ("probe: speaker, chance", "probe_speaker_chance", ".3f"),
-        ("codebook usage (test)", "codebook_usage", ".3f"),
-        ("code perplexity (test)", "perplexity", ".1f"),
-        ("prior NLL (bits per code, test)", "prior_nll_bits_per_code", ".3f"),
-        ("prior NLL (bit/s, test)", "prior_nll_bits_per_second", ".0f"),
-        ("samples recognised as the requested digit", "sample_class_accuracy", ".3f"),
-    ]
-    print(f"| metric (FSDD) | {header[0]} | {header[1]} |")
-    print("|---|---|---|")
-    for name, key, spec in rows:
-        print(f"| {name} | {fmt(plain, key, spec)} | {fmt(other, key, spec)} |")
-    print(f"| samples recognised, guidance scale 2 | {fmt(guided, 'sample_class_accuracy')} | — |")
-    print(f"\nSamples per setting: {plain.get('sample_count', '—')}.")
+def main(args: list[str]) -> None:
+    labels, runs = [], []
+    for arg in args:
+        label, _, path = arg.partition("=")
+        labels.append(label)
+        runs.append(json.loads(Path(path).read_text(encoding="utf-8")))
+    print("| metric (FSDD) | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(runs))
+    for name, key, spec in ROWS:
+        if not any(key in m for m in runs):
+            continue
+        cells = [format(m[key], spec) if key in m else "—" for m in runs]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
