@@ -1,0 +1,225 @@
+"""Quantizer forward+backward speed and memory: ours vs vector-quantize-pytorch vs a plain
+reference, next to the bare distance matrix product, side by side in one run.
+
+    pip install -e '.[bench]'
+    python benchmarks/quantizer_speed.py --threads 2              # the four configs below
+    python benchmarks/quantizer_speed.py --quick                  # tiny shapes, a smoke test
+
+Implementations, all EMA codebooks (decay 0.99, β = 0.25, straight-through, same K and D), in
+training mode; one step = forward, loss = mean(z_q²) + quantizer loss, backward:
+
+- ``ours``: ``vqvae.quantizers`` kind "ema" with its default health bookkeeping (usage, dead-code
+  reset); k-means init off, like the others (it runs once, not per step).
+- ``vqp``: ``vector_quantize_pytorch.VectorQuantize`` (kmeans init, dead-code expiry and the
+  rotation trick off: the same EMA VQ).
+- ``plain``: ``_timing.PlainEMAQuantizer`` (cdist, argmin, one-hot EMA).
+- ``matmul``: the bare distance product ``||e||² - 2 z·eᵀ`` (one ``torch.addmm`` of
+  N×D · D×K into a preallocated N×K buffer), the floor any exact search pays.
+
+Every (config, impl) is measured in a fresh subprocess whose address space is capped at
+``--mem-cap-gib`` (an implementation that needs more is recorded as out of memory). Peak memory
+growth = resident high-water mark after the timed steps minus the resident size once inputs and
+modules are built. ``--rounds`` alternate the implementations of a config; the median is over
+all timed steps. Writes ``benchmarks/results/quantizer_speed.json`` after every config (rows:
+config, impl, median_ms, peak_mem_mb, vectors_per_s, oom).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _timing as T  # noqa: E402
+
+# (name, input shape (B, D, H, W), K); the last is 65,536 vectors of D = 256 as a 32×32 map.
+CONFIGS = [
+    ("32x64x8x8 K=512", (32, 64, 8, 8), 512),
+    ("128x64x16x16 K=1024", (128, 64, 16, 16), 1024),
+    ("64x64x32x32 K=8192", (64, 64, 32, 32), 8192),
+    ("65536x256 K=16384", (64, 256, 32, 32), 16384),
+]
+QUICK_CONFIGS = [("4x8x4x4 K=16", (4, 8, 4, 4), 16)]
+IMPLS = ("ours", "vqp", "plain", "matmul")
+DECAY, BETA = 0.99, 0.25
+
+
+# --- one measurement (runs in the child process) -------------------------------------------------
+def build_step(impl: str, shape: tuple[int, ...], k: int):
+    """The inputs and module of ``impl`` and a closure running one training step."""
+    import torch
+
+    d = shape[1]
+    torch.manual_seed(0)
+    if impl == "matmul":
+        n = math.prod(shape) // d
+        z, codebook = torch.randn(n, d), torch.randn(k, d)
+        codes_sq = codebook.pow(2).sum(1)  # (K,)
+        out: list = []  # the (N, K) buffer, allocated by the first (warm-up) call
+
+        def step() -> None:
+            if not out:
+                out.append(torch.empty(n, k))
+            torch.addmm(codes_sq, z, codebook.t(), beta=1.0, alpha=-2.0, out=out[0])
+
+        return step
+
+    z = torch.randn(*shape, requires_grad=True)
+    if impl == "ours":
+        from vqvae.quantizers import QuantizerConfig, build_quantizer
+
+        module = build_quantizer(
+            QuantizerConfig(
+                kind="ema", codebook_size=k, dim=d, beta=BETA, decay=DECAY, kmeans_init=False
+            )
+        )
+
+        def forward():
+            o = module(z)
+            return o.quantized, o.loss
+    elif impl == "vqp":
+        from vector_quantize_pytorch import VectorQuantize
+
+        module = VectorQuantize(
+            dim=d,
+            codebook_size=k,
+            decay=DECAY,
+            commitment_weight=BETA,
+            kmeans_init=False,
+            threshold_ema_dead_code=0,
+            rotation_trick=False,
+            accept_image_fmap=True,
+            channel_last=False,
+        )
+
+        def forward():
+            quantized, _, loss = module(z)
+            return quantized, loss
+    elif impl == "plain":
+        module = T.PlainEMAQuantizer(k, d, decay=DECAY, beta=BETA)
+
+        def forward():
+            quantized, loss, _ = module(z)
+            return quantized, loss
+    else:
+        raise ValueError(f"unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
+    module.train()
+
+    def step() -> None:
+        quantized, loss = forward()
+        (quantized.square().mean() + loss).backward()
+        z.grad = None
+
+    return step
+
+
+def measure(case: dict) -> dict:
+    """Child side: build, warm up, time; the result as a JSON-able dict."""
+    T.cap_address_space(case["mem_cap_gib"])
+    import torch
+
+    torch.set_num_threads(case["threads"])
+    try:
+        step = build_step(case["impl"], tuple(case["shape"]), case["k"])
+        T.reset_peak_rss()
+        base = T.current_rss_mb()
+        times = T.time_calls(step, case["repeats"], case["warmup"])
+        return {"times": times, "peak_mem_mb": T.peak_rss_mb() - base}
+    except (RuntimeError, MemoryError) as e:
+        if T.is_oom(e):
+            return {"oom": True}
+        raise
+
+
+# --- the parent: every config, impls interleaved ------------------------------------------------
+def run_config(name, shape, k, args) -> list[dict]:
+    results: dict[str, dict] = {impl: {"times": [], "peak": 0.0} for impl in args.impls}
+    case = dict(shape=shape, k=k, threads=args.threads, mem_cap_gib=args.mem_cap_gib)
+    case.update(repeats=args.repeats, warmup=args.warmup)
+    for _ in range(args.rounds):
+        for impl in args.impls:
+            r = results[impl]
+            if r.get("oom") or r.get("error"):
+                continue  # it will not fit next round either
+            got = T.run_child(__file__, {**case, "impl": impl}, args.timeout_s)
+            if "times" in got:
+                r["times"] += got["times"]
+                r["peak"] = max(r["peak"], got["peak_mem_mb"])
+            else:
+                r.update(got)
+    n_vectors = math.prod(shape) // shape[1]
+    rows = []
+    for impl, r in results.items():
+        ms = T.median_ms(r["times"]) if r["times"] else None
+        rows.append(
+            {
+                "config": name,
+                "impl": impl,
+                "median_ms": None if ms is None else round(ms, 3),
+                "peak_mem_mb": round(r["peak"], 1) if r["times"] else None,
+                "vectors_per_s": None if ms is None else round(n_vectors / (ms / 1000.0)),
+                "oom": bool(r.get("oom", False)),
+                "steps": len(r["times"]),
+                **({"error": r["error"]} if r.get("error") else {}),
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    by = {(r["config"], r["impl"]): r for r in rows}
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+
+    def ms(config, impl):
+        return by.get((config, impl), {}).get("median_ms")
+
+    def shown(config, impl):
+        r = by.get((config, impl))
+        if r is None:
+            return None
+        if r["oom"]:
+            return "out of memory"
+        if r["median_ms"] is None:
+            return "error"
+        return f"{r['median_ms']:.3g} ms / {r['peak_mem_mb']:.0f} MB"
+
+    body = [
+        [
+            c,
+            *(shown(c, i) for i in IMPLS),
+            T.ratio(ms(c, "vqp"), ms(c, "ours")),
+            T.ratio(ms(c, "plain"), ms(c, "ours")),
+            T.ratio(ms(c, "ours"), ms(c, "matmul")),
+        ]
+        for c in configs
+    ]
+    headers = ["config", *(f"{i} (ms / peak MB)" for i in IMPLS)]
+    return T.markdown_table(headers + ["vqp/ours", "plain/ours", "ours/matmul"], body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [T.CHILD_FLAG]:
+        print(json.dumps(measure(json.loads(argv[1]))))
+        return 0
+    parser = T.benchmark_parser(__doc__, "quantizer_speed.json", repeats=5, warmup=2, rounds=2)
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--mem-cap-gib", type=float, default=14.0, help="address-space cap")
+    parser.add_argument("--timeout-s", type=float, default=1800.0, help="per child process")
+    args = T.parse_benchmark_args(parser, argv)
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    rows: list[dict] = []
+    for name, shape, k in configs:
+        rows += run_config(name, shape, k, args)
+        T.write_rows(args.out, rows)  # after every config: an interrupted run keeps it
+        print(table([r for r in rows if r["config"] == name]).splitlines()[-1], flush=True)
+    print()
+    print(table(rows))
+    print(f"\nthreads={args.threads}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
