@@ -44,16 +44,29 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 0) -> list[
 
 
 def interleaved(
-    steps: dict[str, Callable[[], object]], rounds: int, repeats: int, warmup: int
+    steps: dict[str, Callable[[], object]],
+    rounds: int,
+    repeats: int,
+    warmup: int,
+    timed_runs: dict[str, Callable[[int], list[float]]] | None = None,
 ) -> dict[str, list[float]]:
     """Time every step side by side: warm each up, then ``rounds`` rounds of ``repeats`` calls
-    of each in turn, so a slow phase of a shared machine hits every implementation alike."""
+    of each in turn, so a slow phase of a shared machine hits every implementation alike.
+
+    ``timed_runs`` are implementations that time their own steps (a training loop that owns its
+    optimiser): ``run(n)`` performs n steps and returns their n durations in seconds.
+    """
+    timed_runs = timed_runs or {}
     for fn in steps.values():
         time_calls(fn, 0, warmup)
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    for run in timed_runs.values():
+        run(warmup)
+    times: dict[str, list[float]] = {name: [] for name in [*steps, *timed_runs]}
     for _ in range(rounds):
         for name, fn in steps.items():
             times[name] += time_calls(fn, repeats)
+        for name, run in timed_runs.items():
+            times[name] += run(repeats)
     return times
 
 

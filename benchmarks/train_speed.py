@@ -14,6 +14,8 @@ Network (both): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 5
 - ``plain``: the same convolutions written with ``torch.nn`` here and
   ``_timing.PlainEMAQuantizer`` (cdist/argmin/one-hot); loss = MSE / data variance + β·commitment.
 - ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder).
+- ``ours_fit`` (opt-in, ``--impls ours plain floor ours_fit``): ours stepped by the library's
+  own loop ``vqvae.training.fit`` (its optimiser, grad clipping, checks, health, logging).
 
 The parameter counts of ours and plain are printed and must be equal. Throughput: batch size /
 median step time over ``--rounds`` × ``--repeats`` interleaved steps of random images. Quality
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from time import perf_counter as clock
 
 import numpy as np
 import torch
@@ -44,6 +47,7 @@ HIDDEN, RES_HIDDEN, RES_BLOCKS, DIM, K, DECAY, BETA = 128, 32, 2, 64, 512, 0.99,
 SHAPES = [("28x28x1 b128", 28, 1, 128), ("32x32x3 b32", 32, 3, 32)]
 QUICK_SHAPES = [("8x8x1 b4", 8, 1, 4)]
 IMPLS = ("ours", "plain", "floor")
+OPTIONAL_IMPLS = ("ours_fit",)  # opt-in: ours inside the library's whole training loop
 LR = 1e-3
 
 
@@ -137,6 +141,22 @@ def training_step(model: nn.Module, x: Tensor):
     return step
 
 
+def loop_steps(model: VQVAE, x: Tensor):
+    """``run(n)``: n steps of ``vqvae.training.fit`` on batch ``x`` (grad clipping, finiteness
+    checks, codebook health, logging every 20 steps: what a real run pays per step); returns the
+    n intervals between its per-step callbacks (one extra step opens the first interval)."""
+    from vqvae.training import ShuffledBatches, TrainConfig, fit
+
+    def run(n: int) -> list[float]:
+        stamps: list[float] = []
+        config = TrainConfig(steps=n + 1, batch_size=len(x), lr=LR, checkpoint_every=0)
+        batches = ShuffledBatches((x, None), len(x))
+        fit(model, batches, config, show_progress=False, on_step=lambda *_: stamps.append(clock()))
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+    return run
+
+
 def throughput(shapes, args) -> list[dict]:
     rows = []
     for name, size, channels, batch in shapes:
@@ -146,13 +166,15 @@ def throughput(shapes, args) -> list[dict]:
             "ours": build_ours(size, channels),
             "plain": PlainVQVAE(channels),
             "floor": PlainVQVAE(channels, quantize=False),
+            "ours_fit": build_ours(size, channels),
         }
         counts = {impl: trainable(m) for impl, m in models.items()}
         print(f"{name}: trainable parameters {counts}")
         if counts["ours"] != counts["plain"]:
             raise SystemExit(f"parameter counts differ: {counts} (not the same network)")
-        steps = {impl: training_step(models[impl], x) for impl in args.impls}
-        times = T.interleaved(steps, args.rounds, args.repeats, args.warmup)
+        steps = {i: training_step(models[i], x) for i in args.impls if i in IMPLS}
+        runs = {i: loop_steps(models[i], x) for i in args.impls if i in OPTIONAL_IMPLS}
+        times = T.interleaved(steps, args.rounds, args.repeats, args.warmup, runs)
         for impl, seconds in times.items():
             ms = T.median_ms(seconds)
             rows.append(
@@ -223,6 +245,7 @@ def quality(spec: str, steps: int, batch: int = 128, seed: int = 0) -> dict[str,
 
 def table(rows: list[dict]) -> str:
     by = {(r["shape"], r["impl"]): r for r in rows}
+    impls = [i for i in IMPLS + OPTIONAL_IMPLS if any(r["impl"] == i for r in rows)]
     body = []
     for shape in dict.fromkeys(r["shape"] for r in rows):
 
@@ -233,14 +256,20 @@ def table(rows: list[dict]) -> str:
             return by.get((shape, impl), {}).get("psnr")
 
         ratios = [T.ratio(ips("ours"), ips("floor")), T.ratio(ips("ours"), ips("plain"))]
-        body.append([shape, *(ips(i) for i in IMPLS), *ratios, psnr("ours"), psnr("plain")])
-    headers = ["shape", *(f"{i} img/s" for i in IMPLS), "ours/floor", "ours/plain"]
+        body.append([shape, *(ips(i) for i in impls), *ratios, psnr("ours"), psnr("plain")])
+    headers = ["shape", *(f"{i} img/s" for i in impls), "ours/floor", "ours/plain"]
     return T.markdown_table(headers + ["PSNR ours", "PSNR plain"], body)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = T.benchmark_parser(__doc__, "train_speed.json", repeats=10, warmup=3, rounds=3)
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        choices=IMPLS + OPTIONAL_IMPLS,
+        default=list(IMPLS),
+        help="ours_fit (opt-in): ours stepped by the library's training loop",
+    )
     parser.add_argument("--data", help="data spec for the quality check, e.g. mnist:DIR")
     parser.add_argument("--quality-steps", type=int, default=1000, help="steps of each model")
     args = T.parse_benchmark_args(parser, argv)
