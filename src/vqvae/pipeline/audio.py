@@ -35,27 +35,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqvae import configs, distributed
+from vqvae import configs
 from vqvae.data import load_codes, save_codes
 from vqvae.data.audio import AudioSet, AudioSplits, is_audio_spec, load_audio, write_wav
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
-from vqvae.metrics import codebook_stats, nll_bits
+from vqvae.metrics import codebook_stats
 from vqvae.metrics.audio import log_spectral_distance, snr_db
 from vqvae.metrics.codebook import code_histogram
 from vqvae.metrics.probes import chance_accuracy, code_bag, probe_accuracy
 from vqvae.models.audio import AudioVQVAE, AudioVQVAEConfig
 from vqvae.models.audio_classifier import LogMelClassifier, LogMelClassifierConfig
-from vqvae.pipeline import plots
+from vqvae.pipeline import classifier_cache, plots
+from vqvae.pipeline.codes import (
+    cached_codes,
+    check_index_range,
+    codes_on_every_rank,
+    summed_nll_bits,
+)
+from vqvae.pipeline.fitting import PriorCodes, fit_prior_on_codes
 from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.priors import TransformerPrior, load_prior
 from vqvae.training import (
     ShuffledBatches,
     TrainConfig,
     fit,
-    latest_checkpoint,
     read_log,
-    verify_checkpoint,
 )
 
 BATCH = 64  # clips per evaluation batch
@@ -63,7 +68,6 @@ SHOWN = 10  # clips in the pictures and WAV folders: the first test clip of each
 CLASSIFIER_TRAIN = TrainConfig(
     steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, log_every=100, checkpoint_every=0
 )
-CLASSIFIER_META = "classifier.json"
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -227,14 +231,8 @@ def decode_codes(run_path: str | Path, codes_path: str | Path, out: str | Path, 
     model = AudioVQVAE.from_pretrained(run.require_model()).eval()
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
-    codes = load_codes(codes_path)
-    k = model.quantizer.codebook_size
-    indices = codes.indices[:n]
-    if indices.size and int(indices.max()) >= k:
-        raise VQVAEError(
-            f"{codes_path}: index {int(indices.max())} is out of range for the model's "
-            f"codebook of {k} codes"
-        )
+    indices = load_codes(codes_path).indices[:n]
+    check_index_range(codes_path, indices, model.quantizer.codebook_size)
     want = 2 + (model.quantizer.index_levels > 0)
     if indices.ndim != want:
         raise VQVAEError(
@@ -250,26 +248,18 @@ def decode_codes(run_path: str | Path, codes_path: str | Path, out: str | Path, 
     return out
 
 
-def cached_codes(run: RunDir, model: AudioVQVAE, data: AudioSplits, split: str):
+def _cached_codes(run: RunDir, model: AudioVQVAE, data: AudioSplits, split: str):
     """The run's code sequences of ``split``, re-encoded when the model is newer than them."""
-    path = run.codes_dir / f"{split}.safetensors"
-    weights = run.model_dir / "model.safetensors"
-    part: AudioSet = getattr(data, split)
-    if path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
-        codes = load_codes(path)
-        if codes.meta.get("data") == data.spec and len(codes) == len(part):
-            return codes
-    indices, _ = reconstruct_clips(model, part.waveforms)
-    meta = {"split": split, "data": data.spec, "class_names": part.class_names}
-    save_codes(path, indices, part.labels, model.quantizer.codebook_size, meta)
-    return load_codes(path)
+    meta = {"class_names": getattr(data, split).class_names}
+    k = model.quantizer.codebook_size
+    return cached_codes(
+        run, data, split, lambda part: reconstruct_clips(model, part.waveforms)[0], k, meta
+    )
 
 
 def _codes_on_every_rank(run: RunDir, model: AudioVQVAE, data: AudioSplits, split: str):
-    main = distributed.is_main_process()
-    codes = cached_codes(run, model, data, split) if main else None
-    distributed.barrier()
-    return codes if main else load_codes(run.codes_dir / f"{split}.safetensors")
+    """Rank 0 fills the codes cache; the other ranks read what it wrote."""
+    return codes_on_every_rank(run, split, lambda: _cached_codes(run, model, data, split))
 
 
 # --- stage 2: the Transformer prior over code sequences --------------------------------------
@@ -305,47 +295,19 @@ def train_prior(
             "the audio model with a single-level quantizer"
         )
     data = load_for_model(spec, config)
-    main = distributed.is_main_process()
-    train_codes = _codes_on_every_rank(run, model, data, "train")
-    test_codes = _codes_on_every_rank(run, model, data, "test")
-    conditional = config.conditional_prior and train_codes.labels is not None
-    num_classes = int(data.train.num_classes or 0) if conditional else 0
+    codes = PriorCodes.of(
+        config, data.train.num_classes, lambda split: _codes_on_every_rank(run, model, data, split)
+    )
     torch.manual_seed(config.prior_train.seed)
     config, prior = build_prior(
-        config, model.quantizer.codebook_size, model.config.codes_per_clip, num_classes
+        config, model.quantizer.codebook_size, model.config.codes_per_clip, codes.num_classes
     )
-    if resume and (ckpt := latest_checkpoint(run.prior_dir / "checkpoints")) is not None:
-        verify_checkpoint(ckpt, prior)
-    if main and not resume and run.prior_dir.exists():
-        shutil.rmtree(run.prior_dir)  # a new prior replaces the old one
-    labels = torch.from_numpy(train_codes.labels) if conditional else None
-    batches = ShuffledBatches(
-        (torch.from_numpy(train_codes.indices), labels),
-        config.prior_train.batch_size,
-        config.prior_train.seed,
+    main = fit_prior_on_codes(
+        run, config, spec, prior, codes, resume=resume, show_progress=show_progress
     )
-    fit(
-        prior.to(distributed.local_device()),
-        batches,
-        config.prior_train,
-        run_dir=run.prior_dir,
-        resume=resume,
-        desc="prior",
-        show_progress=show_progress,
-    )
-    prior.cpu()
     if not main:
-        return {}
-    prior.save_pretrained(run.prior_model_dir)
-    run.write_config(config, spec)
-    plots.plot_loss_curves(
-        run.path / "prior_loss_curves.png",
-        read_log(run.prior_dir / "log.jsonl"),
-        ["train/loss", "train/bits_per_code", "train/lr"],
-        "prior",
-    )
-    test_labels = test_codes.labels if conditional else None
-    return prior_metrics(prior, test_codes.indices, test_labels, model.config)
+        return {}  # rank 0 measures the prior
+    return prior_metrics(prior, codes.test.indices, codes.labels("test"), model.config)
 
 
 @torch.no_grad()
@@ -353,13 +315,7 @@ def prior_metrics(
     prior, indices: np.ndarray, labels: np.ndarray | None, model_config: AudioVQVAEConfig
 ) -> dict[str, float]:
     """Held-out NLL: bits per code, per second of audio, and per audio sample."""
-    prior.eval()
-    total = 0.0
-    for i in range(0, len(indices), BATCH):
-        idx = torch.from_numpy(indices[i : i + BATCH])
-        lab = None if labels is None else torch.from_numpy(labels[i : i + BATCH])
-        total += float(nll_bits(prior(idx, lab), idx))
-    per_code = total / max(1, indices.size)
+    per_code = summed_nll_bits(prior, indices, labels, batch_size=BATCH) / max(1, indices.size)
     return {
         "prior_nll_bits_per_code": per_code,
         "prior_nll_bits_per_second": per_code * model_config.codes_per_second,
@@ -447,30 +403,30 @@ def load_or_train_classifier(
 ) -> tuple[LogMelClassifier, float]:
     """The cached log-mel classifier for ``data`` in ``directory`` (trained on the real training
     clips first if missing or made for other data) and its accuracy on the real test clips."""
-    directory = Path(directory)
-    want = {"data": data.spec, "sample_rate": data.sample_rate, "length": data.length}
-    meta_path = directory / CLASSIFIER_META
-    if meta_path.is_file() and (directory / "model.safetensors").is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if all(meta.get(k) == v for k, v in want.items()):
-            return LogMelClassifier.from_pretrained(directory), float(meta["test_accuracy"])
-    if data.train.labels is None or not data.train.num_classes:
-        raise VQVAEError(f"{data.spec}: intelligibility needs labelled audio to train a classifier")
-    torch.manual_seed(CLASSIFIER_TRAIN.seed)
-    config = LogMelClassifierConfig(
-        sample_rate=data.sample_rate, num_classes=int(data.train.num_classes)
+    made_for = {"data": data.spec, "sample_rate": data.sample_rate, "length": data.length}
+
+    def train() -> tuple[LogMelClassifier, float]:
+        if data.train.labels is None or not data.train.num_classes:
+            raise VQVAEError(
+                f"{data.spec}: intelligibility needs labelled audio to train a classifier"
+            )
+        torch.manual_seed(CLASSIFIER_TRAIN.seed)
+        config = LogMelClassifierConfig(
+            sample_rate=data.sample_rate, num_classes=int(data.train.num_classes)
+        )
+        model = LogMelClassifier(config)
+        batches = ShuffledBatches(
+            (torch.from_numpy(data.train.waveforms), torch.from_numpy(data.train.labels)),
+            CLASSIFIER_TRAIN.batch_size,
+            CLASSIFIER_TRAIN.seed,
+        )
+        fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
+        accuracy = _accuracy(model, data.test.waveforms, data.test.labels)
+        return model.eval(), accuracy
+
+    return classifier_cache.load_or_train(
+        directory, made_for, LogMelClassifier.from_pretrained, train
     )
-    model = LogMelClassifier(config)
-    batches = ShuffledBatches(
-        (torch.from_numpy(data.train.waveforms), torch.from_numpy(data.train.labels)),
-        CLASSIFIER_TRAIN.batch_size,
-        CLASSIFIER_TRAIN.seed,
-    )
-    fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
-    accuracy = _accuracy(model, data.test.waveforms, data.test.labels)
-    model.save_pretrained(directory)
-    atomic_write_text(meta_path, json.dumps({**want, "test_accuracy": accuracy}, indent=2) + "\n")
-    return model.eval(), accuracy
 
 
 def _accuracy(model: LogMelClassifier, waves: np.ndarray, labels: np.ndarray) -> float:
@@ -519,13 +475,13 @@ def evaluate(
         metrics["reconstruction_class_accuracy"] = recon_accuracy
         metrics["intelligibility_ratio"] = recon_accuracy / max(accuracy, 1e-12)
     if not model.quantizer.index_levels:
-        train_codes = cached_codes(run, model, data, "train")
-        test_codes = cached_codes(run, model, data, "test")
+        train_codes = _cached_codes(run, model, data, "train")
+        test_codes = _cached_codes(run, model, data, "test")
         metrics.update(probe_metrics(train_codes, test_codes, data, model.quantizer.codebook_size))
     has_prior = (run.prior_model_dir / "model.safetensors").is_file()
     if has_prior:
         prior = load_prior(run.prior_model_dir)
-        codes = cached_codes(run, model, data, "test")
+        codes = _cached_codes(run, model, data, "test")
         labels = codes.labels if prior.config.num_classes else None
         metrics.update(prior_metrics(prior, codes.indices, labels, model.config))
     if samples:

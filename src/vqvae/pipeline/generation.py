@@ -25,9 +25,10 @@ import torch
 from vqvae import configs
 from vqvae.data import DataSplits, ImageSet, load_codes, save_codes
 from vqvae.errors import ConfigError, VQVAEError
-from vqvae.metrics import codebook_stats, nll_bits, psnr_from_mse, ssim
+from vqvae.metrics import codebook_stats, psnr_from_mse, ssim
 from vqvae.models import VQVAE, VQVAE2, GaussianVAE
 from vqvae.pipeline import plots
+from vqvae.pipeline.codes import summed_nll_bits
 from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.priors import (
     AutoregressivePrior,
@@ -198,27 +199,14 @@ def train_hierarchical_priors(
     return hierarchical_prior_metrics(model, top_prior, bottom_prior, test)
 
 
-@torch.no_grad()
-def _nll_bits(prior: AutoregressivePrior, indices, labels, cond=None) -> float:
-    """Summed NLL in bits of ``indices`` (N, *grid) under ``prior``."""
-    prior.eval()
-    total = 0.0
-    for i in range(0, len(indices), BATCH):
-        idx = torch.from_numpy(indices[i : i + BATCH])
-        lab = None if labels is None else torch.from_numpy(labels[i : i + BATCH])
-        c = None if cond is None else torch.from_numpy(cond[i : i + BATCH])
-        total += float(nll_bits(prior(idx, lab, c), idx))
-    return total
-
-
 def hierarchical_prior_metrics(
     model: VQVAE2, top_prior, bottom_prior, test: LevelCodes
 ) -> dict[str, float]:
     """Held-out NLL of each level (bits per code) and of the whole image (bits per dim):
     -log p(top) - log p(bottom | top)."""
     labels = test.labels if top_prior.config.num_classes else None
-    top_bits = _nll_bits(top_prior, test.top, labels)
-    bottom_bits = _nll_bits(bottom_prior, test.bottom, labels, test.top)
+    top_bits = summed_nll_bits(top_prior, test.top, labels, batch_size=BATCH)
+    bottom_bits = summed_nll_bits(bottom_prior, test.bottom, labels, test.top, batch_size=BATCH)
     n = len(test.top)
     dims = model.config.in_channels * model.config.image_size**2
     return {

@@ -16,7 +16,6 @@ several runs (e.g. a VQ-VAE and its Gaussian VAE baseline) can share one feature
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,10 @@ import torch
 
 from vqvae.data import DataSplits
 from vqvae.errors import VQVAEError
-from vqvae.files import atomic_write_text
 from vqvae.metrics import frechet_distance_of_features
 from vqvae.models import ClassifierConfig, ImageClassifier
 from vqvae.models.classifier import features_and_predictions
-from vqvae.pipeline import plots
+from vqvae.pipeline import classifier_cache, plots
 from vqvae.pipeline.generation import Model, SampleOptions, _tensor, generate, num_classes
 from vqvae.pipeline.run import RunDir
 from vqvae.training import ShuffledBatches, TrainConfig, fit
@@ -36,7 +34,6 @@ from vqvae.training import ShuffledBatches, TrainConfig, fit
 CLASSIFIER_TRAIN = TrainConfig(
     steps=1200, batch_size=64, lr=2e-3, warmup_steps=50, log_every=100, checkpoint_every=0
 )
-META = "classifier.json"
 
 
 def load_or_train_classifier(
@@ -44,30 +41,31 @@ def load_or_train_classifier(
 ) -> tuple[ImageClassifier, float]:
     """The cached classifier for ``data`` in ``directory`` (trained first if missing or made
     for other data) and its test-split accuracy."""
-    directory = Path(directory)
-    want = {"data": data.spec, "image_size": data.height, "channels": data.channels}
-    meta_path = directory / META
-    if meta_path.is_file() and (directory / "model.safetensors").is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if all(meta.get(k) == v for k, v in want.items()):
-            return ImageClassifier.from_pretrained(directory), float(meta["test_accuracy"])
-    if data.train.labels is None or not data.train.num_classes:
-        raise VQVAEError(f"{data.spec}: sample quality needs labelled data to train a classifier")
-    torch.manual_seed(CLASSIFIER_TRAIN.seed)
-    model = ImageClassifier(
-        ClassifierConfig(in_channels=data.channels, num_classes=int(data.train.num_classes))
+    made_for = {"data": data.spec, "image_size": data.height, "channels": data.channels}
+
+    def train() -> tuple[ImageClassifier, float]:
+        if data.train.labels is None or not data.train.num_classes:
+            raise VQVAEError(
+                f"{data.spec}: sample quality needs labelled data to train a classifier"
+            )
+        torch.manual_seed(CLASSIFIER_TRAIN.seed)
+        model = ImageClassifier(
+            ClassifierConfig(in_channels=data.channels, num_classes=int(data.train.num_classes))
+        )
+        labels = torch.from_numpy(data.train.labels.astype(np.int64))
+        batches = ShuffledBatches(
+            (_tensor(data.train.images), labels),
+            CLASSIFIER_TRAIN.batch_size,
+            CLASSIFIER_TRAIN.seed,
+        )
+        fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
+        model.eval()
+        _, pred = features_and_predictions(model, _tensor(data.test.images))
+        return model, float((pred.numpy() == data.test.labels).mean())
+
+    return classifier_cache.load_or_train(
+        directory, made_for, ImageClassifier.from_pretrained, train
     )
-    labels = torch.from_numpy(data.train.labels.astype(np.int64))
-    batches = ShuffledBatches(
-        (_tensor(data.train.images), labels), CLASSIFIER_TRAIN.batch_size, CLASSIFIER_TRAIN.seed
-    )
-    fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
-    model.eval()
-    _, pred = features_and_predictions(model, _tensor(data.test.images))
-    accuracy = float((pred.numpy() == data.test.labels).mean())
-    model.save_pretrained(directory)
-    atomic_write_text(meta_path, json.dumps({**want, "test_accuracy": accuracy}, indent=2) + "\n")
-    return model, accuracy
 
 
 def sample_quality(

@@ -20,22 +20,21 @@ from vqvae.metrics import (
     bits_per_dim,
     code_histogram,
     codebook_stats,
-    nll_bits,
     psnr_from_mse,
     ssim,
 )
 from vqvae.models import VQVAE, build_model, load_model
 from vqvae.pipeline import plots
+from vqvae.pipeline.codes import (
+    cached_codes,
+    check_index_range,
+    codes_on_every_rank,
+    summed_nll_bits,
+)
+from vqvae.pipeline.fitting import PriorCodes, fit_on_device, fit_prior_on_codes
 from vqvae.pipeline.run import PRIOR_SECTIONS, RunConfig, RunDir
 from vqvae.priors import AutoregressivePrior, load_prior
-from vqvae.training import (
-    ShuffledBatches,
-    TrainResult,
-    fit,
-    latest_checkpoint,
-    read_log,
-    verify_checkpoint,
-)
+from vqvae.training import TrainResult, latest_checkpoint, read_log, verify_checkpoint
 
 EVAL_BATCH = 500
 
@@ -145,21 +144,15 @@ def train_vqvae(
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(config, spec)
 
-    batches = ShuffledBatches(
+    result = fit_on_device(
+        model,
         _training_tensors(config, data),
-        config.train.batch_size,
-        config.train.seed,
-    )
-    result = fit(
-        model.to(distributed.local_device()),
-        batches,
         config.train,
         run_dir=run.path,
         resume=resume,
         desc="vqvae",
         show_progress=show_progress,
     )
-    model.cpu()
     if not main:
         return TrainSummary(run.path, result, {})
     model.save_pretrained(run.model_dir)
@@ -314,14 +307,8 @@ def decode_codes(
     model = VQVAE.from_pretrained(run.require_model())
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
-    codes = load_codes(codes_path)
-    k = model.config.quantizer.codebook_size
-    indices = codes.indices[:n]
-    if indices.size and int(indices.max()) >= k:
-        raise VQVAEError(
-            f"{codes_path}: index {int(indices.max())} is out of range for the model's "
-            f"codebook of {k} codes"
-        )
+    indices = load_codes(codes_path).indices[:n]
+    check_index_range(codes_path, indices, model.config.quantizer.codebook_size)
     c, size = model.config.in_channels, model.config.image_size
     expected = tuple(model.encode(torch.zeros(1, c, size, size)).shape[1:])
     if tuple(indices.shape[1:]) != expected:
@@ -334,32 +321,14 @@ def decode_codes(
 
 
 def _cached_codes(run: RunDir, model: VQVAE, data: DataSplits, split: str):
-    """The run's codes for ``split``, re-encoded when the model is newer than the cache."""
-    path = run.codes_dir / f"{split}.safetensors"
-    weights = run.model_dir / "model.safetensors"
-    fresh = path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime
-    if fresh:
-        codes = load_codes(path)
-        if codes.meta.get("data") == data.spec and len(codes.indices) == len(getattr(data, split)):
-            return codes
-    part = getattr(data, split)
-    meta = {"split": split, "data": data.spec}
-    save_codes(
-        path,
-        encode_images(model, part.images),
-        part.labels,
-        model.config.quantizer.codebook_size,
-        meta,
-    )
-    return load_codes(path)
+    """The run's index maps of ``split``, re-encoded when the model is newer than the cache."""
+    k = model.config.quantizer.codebook_size
+    return cached_codes(run, data, split, lambda part: encode_images(model, part.images), k)
 
 
 def _codes_on_every_rank(run: RunDir, model: VQVAE, data: DataSplits, split: str):
     """Rank 0 fills the codes cache; the other ranks read what it wrote."""
-    main = distributed.is_main_process()
-    codes = _cached_codes(run, model, data, split) if main else None
-    distributed.barrier()
-    return codes if main else load_codes(run.codes_dir / f"{split}.safetensors")
+    return codes_on_every_rank(run, split, lambda: _cached_codes(run, model, data, split))
 
 
 # --- stage 2: the prior --------------------------------------------------------------------
@@ -400,52 +369,21 @@ def train_prior(
             f"quantizer gives {model.quantizer.index_levels} (indices (N, L, h, w))"
         )
     data = load_for_model(spec or saved_spec, config)
-    main = distributed.is_main_process()
-    train_codes = _codes_on_every_rank(run, model, data, "train")
-    test_codes = _codes_on_every_rank(run, model, data, "test")
-    conditional = config.conditional_prior and train_codes.labels is not None
-    num_classes = int(data.train.num_classes or 0) if conditional else 0
+    codes = PriorCodes.of(
+        config, data.train.num_classes, lambda split: _codes_on_every_rank(run, model, data, split)
+    )
     from vqvae.pipeline.generation import build_prior, top_section
 
     torch.manual_seed(config.prior_train.seed)
     config, prior = build_prior(
-        config, top_section(config), model.config.quantizer.codebook_size, num_classes
+        config, top_section(config), model.config.quantizer.codebook_size, codes.num_classes
     )
-    if resume and (ckpt := latest_checkpoint(run.prior_dir / "checkpoints")) is not None:
-        verify_checkpoint(ckpt, prior)
-    if main and not resume and run.prior_dir.exists():
-        import shutil
-
-        shutil.rmtree(run.prior_dir)  # a new prior replaces the old one
-    labels = torch.from_numpy(train_codes.labels) if conditional else None
-    batches = ShuffledBatches(
-        (torch.from_numpy(train_codes.indices), labels),
-        config.prior_train.batch_size,
-        config.prior_train.seed,
+    main = fit_prior_on_codes(
+        run, config, spec or saved_spec, prior, codes, resume=resume, show_progress=show_progress
     )
-    fit(
-        prior.to(distributed.local_device()),
-        batches,
-        config.prior_train,
-        run_dir=run.prior_dir,
-        resume=resume,
-        desc="prior",
-        show_progress=show_progress,
-    )
-    prior.cpu()
     if not main:
-        return {}
-    prior.save_pretrained(run.prior_model_dir)
-    run.write_config(config, spec or saved_spec)
-    plots.plot_loss_curves(
-        run.path / "prior_loss_curves.png",
-        read_log(run.prior_dir / "log.jsonl"),
-        ["train/loss", "train/bits_per_code", "train/lr"],
-        "prior",
-    )
-    return prior_metrics(
-        prior, test_codes.indices, test_codes.labels if conditional else None, model.config
-    )
+        return {}  # rank 0 measures the prior
+    return prior_metrics(prior, codes.test.indices, codes.labels("test"), model.config)
 
 
 def _with_prior_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -469,14 +407,7 @@ def prior_metrics(
     prior: AutoregressivePrior, indices: np.ndarray, labels: np.ndarray | None, model_config
 ) -> dict[str, float]:
     """Held-out NLL in bits per code and bits per input dimension."""
-    prior.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(indices), EVAL_BATCH):
-        idx = torch.from_numpy(indices[i : i + EVAL_BATCH])
-        lab = None if labels is None else torch.from_numpy(labels[i : i + EVAL_BATCH])
-        total += float(nll_bits(prior(idx, lab), idx))
-        count += idx.numel()
-    per_code = total / count
+    per_code = summed_nll_bits(prior, indices, labels, batch_size=EVAL_BATCH) / indices.size
     codes_per_item = math.prod(indices.shape[1:])
     dims = model_config.in_channels * model_config.image_size**2
     return {

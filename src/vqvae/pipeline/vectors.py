@@ -26,6 +26,7 @@ from vqvae.metrics.codebook import code_histogram
 from vqvae.metrics.probes import chance_accuracy, code_bag, code_label_nmi, probe_accuracy
 from vqvae.models.vectors import VectorVQVAE
 from vqvae.pipeline import plots
+from vqvae.pipeline.codes import check_index_range
 from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.training import read_log
 
@@ -127,14 +128,8 @@ def decode_codes(run_path: str | Path, codes_path: str | Path, out: str | Path, 
     model = VectorVQVAE.from_pretrained(run.require_model()).eval()
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
-    codes = load_codes(codes_path)
-    k = model.quantizer.codebook_size
-    indices = codes.indices[:n]
-    if indices.size and int(indices.max()) >= k:
-        raise VQVAEError(
-            f"{codes_path}: index {int(indices.max())} is out of range for the model's "
-            f"codebook of {k} codes"
-        )
+    indices = load_codes(codes_path).indices[:n]
+    check_index_range(codes_path, indices, model.quantizer.codebook_size)
     try:
         vectors = model.decode_indices(torch.from_numpy(indices)).numpy()
     except ValueError as e:
