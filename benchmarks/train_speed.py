@@ -13,7 +13,8 @@ Network (both): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 5
   batch, dead-code reset), one step = ``training_losses`` → backward → AdamW step.
 - ``plain``: the same convolutions written with ``torch.nn`` here and
   ``_timing.PlainEMAQuantizer`` (cdist/argmin/one-hot); loss = MSE / data variance + β·commitment.
-- ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder).
+- ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder); its
+  decoder input gets the channels-last layout the quantizers' output has (``--floor-layout``).
 - ``ours_fit`` (opt-in, ``--impls ours plain floor ours_fit``): ours stepped by the library's
   own loop ``vqvae.training.fit`` (its optimiser, grad clipping, checks, health, logging).
 
@@ -75,9 +76,16 @@ class PlainResidualStack(nn.Module):
 class PlainVQVAE(nn.Module):
     """Sonnet-example VQ-VAE for downsample 4; ``quantize=False`` gives the floor network."""
 
-    def __init__(self, channels: int, data_variance: float = 1.0, quantize: bool = True):
+    def __init__(
+        self,
+        channels: int,
+        data_variance: float = 1.0,
+        quantize: bool = True,
+        channels_last_codes: bool = True,
+    ):
         super().__init__()
         self.data_variance = data_variance
+        self.channels_last_codes = channels_last_codes
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, HIDDEN // 2, 4, stride=2, padding=1),  # (B, 64, H/2, W/2)
             nn.ReLU(),
@@ -102,6 +110,12 @@ class PlainVQVAE(nn.Module):
         vq_loss = z.new_zeros(())
         if self.quantizer is not None:
             z, vq_loss, _ = self.quantizer(z)
+        elif self.channels_last_codes:
+            # The quantizers (ours and plain) hand the decoder a (B, h, w, D) tensor viewed as
+            # (B, D, h, w), i.e. channels-last strides, and the decoder's convolutions then run
+            # channels-last (about 10% faster on a 1-thread AVX-512 CPU). The floor feeds its
+            # decoder the same layout, so that it differs from them only by the quantizer.
+            z = z.contiguous(memory_format=torch.channels_last)
         x_hat = self.decoder(z) + 0.5
         return x_hat, F.mse_loss(x_hat, x) / self.data_variance + vq_loss
 
@@ -165,7 +179,7 @@ def throughput(shapes, args) -> list[dict]:
         models = {
             "ours": build_ours(size, channels),
             "plain": PlainVQVAE(channels),
-            "floor": PlainVQVAE(channels, quantize=False),
+            "floor": PlainVQVAE(channels, quantize=False, channels_last_codes=args.floor_cl),
             "ours_fit": build_ours(size, channels),
         }
         counts = {impl: trainable(m) for impl, m in models.items()}
@@ -270,9 +284,16 @@ def main(argv: list[str] | None = None) -> int:
         default=list(IMPLS),
         help="ours_fit (opt-in): ours stepped by the library's training loop",
     )
+    parser.add_argument(
+        "--floor-layout",
+        choices=["channels-last", "nchw"],
+        default="channels-last",
+        help="layout of the floor's decoder input (default: the one the quantizers produce)",
+    )
     parser.add_argument("--data", help="data spec for the quality check, e.g. mnist:DIR")
     parser.add_argument("--quality-steps", type=int, default=1000, help="steps of each model")
     args = T.parse_benchmark_args(parser, argv)
+    args.floor_cl = args.floor_layout == "channels-last"
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rows = throughput(shapes, args)
