@@ -18,11 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.errors import ConfigError
 from vqvae.metrics.audio import log_mel
+from vqvae.models.classification import (
+    check_classifier_config,
+    classification_losses,
+    require_labels,
+)
 from vqvae.serialization import Pretrained
 
 
@@ -38,13 +41,7 @@ class LogMelClassifierConfig:
     augment: bool = True  # training only: noise and SpecAugment masks (see the module doc)
 
     def __post_init__(self) -> None:
-        for name in ("sample_rate", "n_fft", "hop", "n_mels", "width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"classifier.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 2:
-            raise ConfigError(f"classifier.num_classes must be >= 2, got {self.num_classes}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
+        check_classifier_config(self, ("sample_rate", "n_fft", "hop", "n_mels", "width"))
 
 
 class LogMelClassifier(Pretrained, nn.Module):
@@ -103,17 +100,12 @@ class LogMelClassifier(Pretrained, nn.Module):
         return feats
 
     def training_losses(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        waves, labels = batch[0], batch[1]
-        if labels is None:
-            raise ConfigError("the classifier needs labelled data")
+        waves, labels = batch[0], require_labels(batch[1])
         if self.training and self.config.augment:
             logits = self.head(self.body(self._augmented_features(waves)))
         else:
             logits = self(waves)
-        return {
-            "loss": F.cross_entropy(logits, labels),
-            "accuracy": (logits.argmax(1) == labels).float().mean().detach(),
-        }
+        return classification_losses(logits, labels)
 
     @torch.no_grad()
     def predict(self, waves: Tensor, batch_size: int = 256) -> Tensor:

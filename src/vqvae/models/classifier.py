@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.errors import ConfigError
+from vqvae.models.classification import (
+    check_classifier_config,
+    classification_losses,
+    require_labels,
+)
 from vqvae.serialization import Pretrained
 
 
@@ -29,13 +32,7 @@ class ClassifierConfig:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "width", "feature_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"classifier.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 2:
-            raise ConfigError(f"classifier.num_classes must be >= 2, got {self.num_classes}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
+        check_classifier_config(self, ("in_channels", "width", "feature_dim"))
 
 
 class ImageClassifier(Pretrained, nn.Module):
@@ -81,13 +78,8 @@ class ImageClassifier(Pretrained, nn.Module):
 
     def training_losses(self, batch: tuple[Tensor, Tensor | None]) -> dict[str, Tensor]:
         x, labels = batch
-        if labels is None:
-            raise ConfigError("the classifier needs labelled data")
-        logits = self(x)
-        return {
-            "loss": F.cross_entropy(logits, labels),
-            "accuracy": (logits.argmax(1) == labels).float().mean().detach(),
-        }
+        labels = require_labels(labels)
+        return classification_losses(self(x), labels)
 
 
 @torch.no_grad()
