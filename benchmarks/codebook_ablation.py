@@ -12,7 +12,8 @@ The grid writes benchmarks/results/codebook_ablation.json (a list of rows: varia
 usage, perplexity, dead_codes, default) and a Markdown table next to it; ``--check-default``
 compares the project's default quantizer with plain VQ at K = 1024 and 8192 and writes
 benchmarks/results/codebook_default_check.json. Results are written after every run, so an
-interrupted benchmark keeps what it measured.
+interrupted benchmark keeps what it measured, and merged into what the file already holds: a
+run of some variants or sizes (``--variants``, ``--ks``) replaces only its own rows.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 import torch
 
 from vqvae.data import load_data
+from vqvae.files import atomic_write_text
 from vqvae.models import VQVAE, VQVAEConfig
 from vqvae.pipeline.stages import reconstruction_metrics
 from vqvae.quantizers import QuantizerConfig
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROW_KEYS = ("variant", "K", "psnr", "usage", "perplexity", "dead_codes", "default")
 NO_REMEDIES = {"kmeans_init": False, "dead_code_threshold": 0.0}
 
 # Quantizer options per variant (codebook_size is set per run). Each trick on its own is applied
@@ -113,12 +116,26 @@ def markdown(rows: list[dict], extras: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], extras: list[dict], out: Path) -> None:
+def previous(out: Path) -> dict[tuple[str, int], dict]:
+    """Rows (with their details) an earlier run wrote to ``out``, keyed by (variant, K)."""
+    details = out.with_suffix(".details.json")
+    if not details.is_file():
+        return {}
+    return {(d["variant"], d["K"]): d for d in json.loads(details.read_text())}
+
+
+def write(measured: dict[tuple[str, int], dict], out: Path) -> tuple[list[dict], list[dict]]:
+    """Write every measured run, ordered by K and then by VARIANTS, as the rows, the details
+    and the Markdown table; returns (rows, extras) in that order."""
+    order = sorted(measured, key=lambda key: (key[1], list(VARIANTS).index(key[0])))
+    details = [measured[key] for key in order]
+    rows = [{name: d[name] for name in ROW_KEYS} for d in details]
+    extras = [{name: v for name, v in d.items() if name not in ROW_KEYS} for d in details]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
-    details = [{**row, **extra} for row, extra in zip(rows, extras, strict=True)]
-    out.with_suffix(".details.json").write_text(json.dumps(details, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, extras))
+    atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".details.json"), json.dumps(details, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(rows, extras))
+    return rows, extras
 
 
 def check_default(rows: list[dict]) -> list[str]:
@@ -177,14 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch_size}, seed {args.seed}, torch threads {torch.get_num_threads()}",
         flush=True,
     )
-    rows, extras = [], []
+    measured = previous(out)
     for k in ks:
         for variant in variants:
             row, extra = run_one(variant, k, data, args)
-            rows.append(row)
-            extras.append(extra)
-            print(json.dumps({**row, **extra}), flush=True)
-            write(rows, extras, out)
+            measured[variant, k] = {**row, **extra}
+            print(json.dumps(measured[variant, k]), flush=True)
+            rows, extras = write(measured, out)
     print()
     print(markdown(rows, extras))
     for line in check_default(rows):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from vqvae.quantizers.core import nearest_code
+
+# Seeding draws the centres in at most this many rounds (exact k-means++ for k <= SEED_ROUNDS).
+SEED_ROUNDS = 256
 
 
 @torch.no_grad()
@@ -15,8 +20,11 @@ def kmeans(
     """Cluster rows of ``x`` (N, D) into ``k`` centroids (k, D).
 
     Seeding is k-means++ (Arthur & Vassilvitskii 2007): each new centre is drawn with probability
-    proportional to its squared distance to the nearest centre so far. With fewer rows than
-    centres, rows are reused with a little noise so that every centre is distinct.
+    proportional to its squared distance to the nearest centre so far. For large k the centres
+    are drawn in at most ``SEED_ROUNDS`` rounds of ceil(k / SEED_ROUNDS) (without replacement,
+    from the same distribution), so seeding costs about one search instead of k passes over the
+    data: k = 16384 on 65,536 rows would otherwise read the rows 16,384 times. With fewer rows
+    than centres, rows are reused with a little noise so that every centre is distinct.
     """
     x = x.detach().float()
     n = x.shape[0]
@@ -29,11 +37,14 @@ def kmeans(
     centres = torch.empty(k, x.shape[1], device=x.device)
     centres[0] = x[torch.randint(n, (1,), generator=generator, device=x.device)]
     closest = (x - centres[0]).pow(2).sum(1)  # (N,) squared distance to the nearest centre
-    for i in range(1, k):
+    per_round = math.ceil((k - 1) / SEED_ROUNDS) if k > 1 else 1
+    for start in range(1, k, per_round):
+        m = min(per_round, k - start)
         weights = closest.clamp_min(0) + 1e-12
-        choice = torch.multinomial(weights, 1, generator=generator)
-        centres[i] = x[choice]
-        closest = torch.minimum(closest, (x - centres[i]).pow(2).sum(1))
+        choice = torch.multinomial(weights, m, generator=generator)  # distinct rows
+        centres[start : start + m] = x[choice]
+        _, new = nearest_code(x, centres[start : start + m])
+        closest = torch.minimum(closest, new)
     for _ in range(iters):  # Lloyd steps; an empty cluster keeps its centre
         assign, _ = nearest_code(x, centres)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
