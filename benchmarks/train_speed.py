@@ -300,10 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     T.write_rows(args.out, rows)
     if args.data:
         psnr = quality(args.data, args.quality_steps)
-        # The quality run is one data set; its PSNR goes with the shape it was trained at.
+        # One data set (MNIST: 28×28×1, batch 128): its PSNR goes in the first shape's rows.
         for row in rows:
             if row["impl"] in psnr and row["shape"] == shapes[0][0]:
-                row["psnr"] = round(psnr[row["impl"]], 2)
+                row.update(psnr=round(psnr[row["impl"]], 2), quality_steps=args.quality_steps)
+                row["quality_data"] = args.data
         print(f"test PSNR after {args.quality_steps} steps: {psnr}")
         T.write_rows(args.out, rows)
     print(table(rows))
