@@ -13,17 +13,8 @@ from pathlib import Path
 
 from vqvae import configs
 from vqvae.errors import VQVAEError
+from vqvae.pipeline.sections import PRIOR_SECTIONS  # torch-free: `vqvae --help` stays fast
 
-# The config sections train-prior reads (vqvae.pipeline.run.PRIOR_SECTIONS; repeated here so
-# that `vqvae --help` need not import torch).
-PRIOR_SECTIONS = (
-    "prior",
-    "prior_train",
-    "conditional_prior",
-    "prior_kind",
-    "transformer",
-    "bottom_prior",
-)
 SPEC_HELP = (
     "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE, "
     "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz), or audio: fsdd:DIR (the Free "
@@ -47,6 +38,10 @@ def _budget_overrides(args: argparse.Namespace, section: str) -> list[str]:
     return []
 
 
+def _overrides(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=help)
+
+
 def _guidance(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance-scale",
@@ -64,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the built-in digits dataset")
     p.add_argument("--out", default="demo-run", help="run folder (default: demo-run)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _overrides(p, "config overrides")
 
     p = sub.add_parser("train", help="train a VQ-VAE")
     p.add_argument("--data", required=True, help=SPEC_HELP)
@@ -72,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (.toml, .yaml or .json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _budget(p)
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config overrides, e.g. model.quantizer.codebook_size=1024",
-    )
+    _overrides(p, "config overrides, e.g. model.quantizer.codebook_size=1024")
 
     p = sub.add_parser("reconstruct", help="write originals above their reconstructions")
     p.add_argument("run")
@@ -109,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true")
     _budget(p)
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="prior.* / prior_train.* overrides, e.g. prior.layers=15",
-    )
+    _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15")
 
     p = sub.add_parser("sample", help="sample codes from the prior and decode them")
     p.add_argument("run")

@@ -26,16 +26,6 @@ from vqvae.models import ModelConfig, VQVAEConfig
 from vqvae.priors import PixelCNNConfig, TransformerPriorConfig
 from vqvae.training import TrainConfig
 
-# The sections `vqvae train-prior` may set (the rest describe the trained model).
-PRIOR_SECTIONS = (
-    "prior",
-    "prior_train",
-    "conditional_prior",
-    "prior_kind",
-    "transformer",
-    "bottom_prior",
-)
-
 
 def _prior_train_defaults() -> TrainConfig:
     return TrainConfig(steps=5000, batch_size=64, lr=1e-3, warmup_steps=100)

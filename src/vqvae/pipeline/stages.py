@@ -32,7 +32,8 @@ from vqvae.pipeline.codes import (
     summed_nll_bits,
 )
 from vqvae.pipeline.fitting import PriorCodes, fit_on_device, fit_prior_on_codes
-from vqvae.pipeline.run import PRIOR_SECTIONS, RunConfig, RunDir
+from vqvae.pipeline.run import RunConfig, RunDir
+from vqvae.pipeline.sections import PRIOR_SECTIONS
 from vqvae.priors import AutoregressivePrior, load_prior
 from vqvae.training import TrainResult, latest_checkpoint, read_log, verify_checkpoint
 
