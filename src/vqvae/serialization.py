@@ -33,28 +33,28 @@ def save_module(module: torch.nn.Module, config: Any, directory: str | Path) -> 
     return directory
 
 
-def saved_type(directory: str | Path) -> str:
-    """The class name a model folder was saved from (its ``config.json`` "type")."""
+def _read_meta(directory: str | Path, what: str) -> tuple[Path, Any]:
+    """(path, parsed content) of a folder's ``config.json``; ``what`` names the folder
+    expected in the error when it is missing."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found (expected a saved model folder)")
+        raise CheckpointError(f"{path}: not found (expected a saved {what} folder)")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def saved_type(directory: str | Path) -> str:
+    """The class name a model folder was saved from (its ``config.json`` "type")."""
+    path, meta = _read_meta(directory, "model")
     if not isinstance(meta, dict) or not isinstance(meta.get("type"), str):
         raise CheckpointError(f"{path}: names no model type")
     return meta["type"]
 
 
 def read_config(directory: str | Path, expected_type: str, config_cls: type) -> Any:
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found (expected a saved {expected_type} folder)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    path, meta = _read_meta(directory, expected_type)
     if not isinstance(meta, dict) or meta.get("type") != expected_type:
         found = meta.get("type") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path}: holds a {found!r}, expected a {expected_type!r}")
