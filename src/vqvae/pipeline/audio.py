@@ -180,13 +180,11 @@ def write_training_pictures(run: RunDir, model: AudioVQVAE, data: AudioSplits) -
     )
 
 
-def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int = 10) -> Path:
+def reconstruct(run: RunDir, config: RunConfig, spec: str, out: str | Path, n: int = 10) -> Path:
     """Write ``n`` test clips and their reconstructions (WAV) and their spectrograms to the
     folder ``out``."""
-    run = RunDir(run_path)
-    config, saved_spec = run.read_config()
     model = AudioVQVAE.from_pretrained(run.require_model())
-    data = load_for_model(spec or saved_spec, config)
+    data = load_for_model(spec, config)
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     originals = data.test.waveforms[:n]
@@ -206,17 +204,15 @@ def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int 
 
 # --- the index level -------------------------------------------------------------------------
 def encode_dataset(
-    run_path: str | Path, spec: str | None, out: str | Path, split: str = "train"
+    run: RunDir, config: RunConfig, spec: str, out: str | Path, split: str = "train"
 ) -> Path:
-    run = RunDir(run_path)
-    config, saved_spec = run.read_config()
     model = AudioVQVAE.from_pretrained(run.require_model())
-    data = load_for_model(spec or saved_spec, config)
+    data = load_for_model(spec, config)
     part = data.train if split == "train" else data.test
     codes, _ = reconstruct_clips(model, part.waveforms)
     meta = {
         "split": split,
-        "data": spec or saved_spec,
+        "data": spec,
         "codes_per_second": model.config.codes_per_second,
         "sample_rate": model.config.sample_rate,
     }
@@ -224,10 +220,9 @@ def encode_dataset(
     return Path(out)
 
 
-def decode_codes(run_path: str | Path, codes_path: str | Path, out: str | Path, n: int = 10):
+def decode_codes(run: RunDir, codes_path: str | Path, out: str | Path, n: int = 10) -> Path:
     """Decode the first ``n`` code sequences of a codes file to WAVs (+ spectrograms) in the
     folder ``out``."""
-    run = RunDir(run_path)
     model = AudioVQVAE.from_pretrained(run.require_model()).eval()
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")

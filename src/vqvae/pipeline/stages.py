@@ -273,7 +273,7 @@ def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int 
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
     if (family := _family(config.model.kind)) is not None:  # audio: a folder of WAVs
-        return family.reconstruct(run_path, spec, out, n)
+        return family.reconstruct(run, config, spec or saved_spec, out, n)
     model = load_model(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     originals = data.test.images[:n]
@@ -288,7 +288,7 @@ def encode_dataset(
     run = RunDir(run_path)
     config, saved_spec = run.read_config()
     if (family := _family(config.model.kind)) is not None:
-        return family.encode_dataset(run_path, spec, out, split)
+        return family.encode_dataset(run, config, spec or saved_spec, out, split)
     model = VQVAE.from_pretrained(run.require_model())
     data = load_for_model(spec or saved_spec, config)
     part = data.train if split == "train" else data.test
@@ -304,7 +304,7 @@ def decode_codes(
     """Decode the first ``n`` index maps of a codes file (``vqvae encode``) to an image grid."""
     run = RunDir(run_path)
     if (family := _family(run.read_config()[0].model.kind)) is not None:
-        return family.decode_codes(run_path, codes_path, out, n)  # audio: a folder of WAVs
+        return family.decode_codes(run, codes_path, out, n)  # audio: a folder of WAVs
     model = VQVAE.from_pretrained(run.require_model())
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")

@@ -108,23 +108,20 @@ def write_training_pictures(run: RunDir, model: VectorVQVAE, data: VectorSplits)
 
 
 def encode_dataset(
-    run_path: str | Path, spec: str | None, out: str | Path, split: str = "train"
+    run: RunDir, config: RunConfig, spec: str, out: str | Path, split: str = "train"
 ) -> Path:
-    run = RunDir(run_path)
-    config, saved_spec = run.read_config()
     model = VectorVQVAE.from_pretrained(run.require_model())
-    data = load_for_model(spec or saved_spec, config)
+    data = load_for_model(spec, config)
     part = data.train if split == "train" else data.test
-    meta = {"split": split, "data": spec or saved_spec}
+    meta = {"split": split, "data": spec}
     save_codes(
         out, encode_vectors(model, part.vectors), part.labels, model.quantizer.codebook_size, meta
     )
     return Path(out)
 
 
-def decode_codes(run_path: str | Path, codes_path: str | Path, out: str | Path, n: int) -> Path:
+def decode_codes(run: RunDir, codes_path: str | Path, out: str | Path, n: int) -> Path:
     """Decode the first ``n`` code tuples of a codes file to vectors, saved as ``.npy``."""
-    run = RunDir(run_path)
     model = VectorVQVAE.from_pretrained(run.require_model()).eval()
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
@@ -164,13 +161,11 @@ def no_prior(kind: str = "mlp") -> VQVAEError:
     )
 
 
-def reconstruct(run_path: str | Path, spec: str | None, out: str | Path, n: int = 16) -> Path:
+def reconstruct(run: RunDir, config: RunConfig, spec: str, out: str | Path, n: int = 16) -> Path:
     """Save ``n`` test vectors and their reconstructions as ``.npz`` (originals,
     reconstructions, codes)."""
-    run = RunDir(run_path)
-    config, saved_spec = run.read_config()
     model = VectorVQVAE.from_pretrained(run.require_model()).eval()
-    data = load_for_model(spec or saved_spec, config)
+    data = load_for_model(spec, config)
     originals = data.test.vectors[:n]
     codes = encode_vectors(model, originals)
     recon = model.decode_indices(torch.from_numpy(codes)).numpy()
