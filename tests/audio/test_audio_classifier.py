@@ -11,13 +11,7 @@ import torch
 from vqvae.models.audio_classifier import LogMelClassifier, LogMelClassifierConfig
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tones(n_per: int = 16, classes: int = 3, length: int = 1600):

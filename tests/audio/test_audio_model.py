@@ -13,14 +13,7 @@ from vqvae.models.audio import AudioVQVAE, AudioVQVAEConfig
 from vqvae.quantizers import QuantizerConfig
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run several times faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> AudioVQVAE:

@@ -8,13 +8,7 @@ from vqvae.models import ClassifierConfig, ImageClassifier
 from vqvae.models.classifier import features_and_predictions
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_classifier_learns_a_simple_task_and_exposes_features(tmp_path) -> None:

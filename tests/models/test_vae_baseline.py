@@ -9,13 +9,7 @@ import torch
 from vqvae.errors import ConfigError
 from vqvae.models import GaussianVAE, VAEConfig, build_model, load_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(**kw) -> GaussianVAE:

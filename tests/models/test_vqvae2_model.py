@@ -8,13 +8,7 @@ from vqvae.errors import CheckpointError, ConfigError
 from vqvae.models import VQVAE2, VQVAE2Config, build_model, load_model
 from vqvae.quantizers import QuantizerConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(**kw) -> VQVAE2:

@@ -16,13 +16,7 @@ from vqvae.serialization import save_module
 K = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: on a busy machine, thread hand-offs cost far more than the arithmetic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(num_classes: int = 0, seed: int = 0, **kw) -> GatedPixelCNN:

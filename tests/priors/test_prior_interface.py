@@ -25,13 +25,7 @@ K = 6
 COND_K = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than the arithmetic on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(kind: str, num_classes: int = 0, label_dropout: float = 0.0, seed: int = 0):

@@ -17,12 +17,7 @@ from vqvae.training import ShuffledBatches, TrainConfig, fit
 K = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(**kw) -> TransformerPrior:

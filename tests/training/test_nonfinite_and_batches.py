@@ -23,14 +23,7 @@ from vqvae.training import (
 )
 from vqvae.training.loop import MAX_CONSECUTIVE_SKIPS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread on a shared machine (and the result is the same)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model() -> VQVAE:

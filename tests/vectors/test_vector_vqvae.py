@@ -13,13 +13,7 @@ from vqvae.models.vectors import VectorVQVAE, VectorVQVAEConfig
 from vqvae.quantizers import QuantizerConfig
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clusters(n_per: int = 200, k: int = 6, dim: int = 12, seed: int = 0):
