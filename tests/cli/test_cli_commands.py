@@ -5,20 +5,15 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from helpers import tiny_image_model, write_bar_images
 from PIL import Image
 
 from vqvae.cli.main import main
 from vqvae.data import load_codes
 
 TINY = [
-    "model.downsample=2",
-    "model.hidden=8",
-    "model.res_hidden=4",
-    "model.res_blocks=1",
-    "model.quantizer.codebook_size=8",
-    "model.quantizer.dim=4",
+    *tiny_image_model(codebook_size=8),
     "train.batch_size=16",
     "train.log_every=5",
     "train.checkpoint_every=10",
@@ -32,14 +27,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def data_spec(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, size=80)
-    images = np.zeros((80, 8, 8), dtype=np.uint8)
-    for i, c in enumerate(labels):  # class c: a bar at row 2c, so classes are learnable
-        images[i, 2 * c : 2 * c + 2, :] = 255
-    np.savez(d / "tiny.npz", images=images, labels=labels)
-    return f"npz:{d / 'tiny.npz'}"
+    return write_bar_images(tmp_path_factory.mktemp("data"), 80)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ guidance and completion, VQ-VAE-2 (both priors), the Gaussian VAE baseline, and
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_bar_images
 from PIL import Image
 
 from vqvae.cli.main import main
@@ -48,14 +48,7 @@ def small_classifier(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data_spec(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, size=90)
-    images = np.zeros((90, 8, 8), dtype=np.uint8)
-    for i, c in enumerate(labels):  # class c: a bar at rows 2c..2c+1
-        images[i, 2 * c : 2 * c + 2, :] = 255
-    np.savez(d / "tiny.npz", images=images, labels=labels)
-    return f"npz:{d / 'tiny.npz'}"
+    return write_bar_images(tmp_path_factory.mktemp("data"), 90)
 
 
 def _metrics(run) -> dict:

@@ -4,16 +4,12 @@ is evaluated with codebook health (usage, perplexity, dead codes)."""
 import json
 
 import pytest
+from helpers import tiny_image_model
 
 from vqvae.cli.main import main
 
 TINY = [
-    "model.downsample=2",
-    "model.hidden=8",
-    "model.res_hidden=4",
-    "model.res_blocks=1",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.dim=4",
+    *tiny_image_model(codebook_size=16),
     "train.batch_size=16",
     "train.checkpoint_every=0",
 ]

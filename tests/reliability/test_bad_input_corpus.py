@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_fixtures import batch, py2_pickle, write_archive, write_cifar10
+from helpers import tiny_image_model, write_bar_images
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -32,12 +33,7 @@ from vqvae.data import save_codes
 from vqvae.data.idx import encode_idx
 
 TINY = [
-    "model.downsample=2",
-    "model.hidden=8",
-    "model.res_hidden=4",
-    "model.res_blocks=1",
-    "model.quantizer.codebook_size=8",
-    "model.quantizer.dim=4",
+    *tiny_image_model(codebook_size=8),
     "train.batch_size=8",
     "train.checkpoint_every=2",
     "prior.channels=8",
@@ -51,13 +47,7 @@ TINY = [
 def trained(tmp_path_factory):
     """A tiny trained run with a conditional prior (3 classes), and its data spec."""
     root = tmp_path_factory.mktemp("trained")
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 40)
-    images = np.zeros((40, 8, 8), dtype=np.uint8)
-    for i, c in enumerate(labels):
-        images[i, 2 * c : 2 * c + 2] = 255
-    np.savez(root / "tiny.npz", images=images, labels=labels)
-    spec, run = f"npz:{root / 'tiny.npz'}", root / "run"
+    spec, run = write_bar_images(root, 40), root / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine
     assert main(["train", "--data", spec, "--out", str(run), "--steps", "4", *TINY]) == 0

@@ -13,6 +13,7 @@ import ddp_gloo_worker as worker
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_image_model
 from safetensors.torch import load_file
 
 WORKER = Path(worker.__file__)
@@ -86,12 +87,7 @@ def test_cli_under_torchrun_trains_with_rank_zero_writing(tmp_path):
     np.savez(tmp_path / "tiny.npz", images=images)
     run = tmp_path / "run"
     tiny = [
-        "model.downsample=2",
-        "model.hidden=8",
-        "model.res_hidden=4",
-        "model.res_blocks=1",
-        "model.quantizer.codebook_size=8",
-        "model.quantizer.dim=4",
+        *tiny_image_model(codebook_size=8),
         "train.batch_size=8",
         "train.log_every=1",
         "train.checkpoint_every=1",

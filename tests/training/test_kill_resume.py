@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_image_model
 from safetensors.torch import load_file
 
 from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -21,12 +22,7 @@ from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_c
 STEPS = 120
 TIMEOUT_S = 180
 TINY = [
-    "model.downsample=2",
-    "model.hidden=8",
-    "model.res_hidden=4",
-    "model.res_blocks=1",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.dim=4",
+    *tiny_image_model(codebook_size=16),
     # Dead-code resets every few steps, so their state (usage, recent outputs, RNG) is resumed.
     "model.quantizer.dead_code_threshold=1.0",
     "model.quantizer.usage_decay=0.5",

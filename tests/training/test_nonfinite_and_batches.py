@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_image_model
 
 from vqvae import distributed
 from vqvae.cli.main import main
@@ -78,8 +79,7 @@ def test_cli_reports_divergence_in_one_line_with_exit_code_2(tmp_path, capsys):
     np.savez(tmp_path / "tiny.npz", images=(rng.random((40, 8, 8)) * 255).astype(np.uint8))
     run = tmp_path / "run"
     argv = ["train", "--data", f"npz:{tmp_path / 'tiny.npz'}", "--out", str(run), "--steps", "20"]
-    tiny = ["model.downsample=2", "model.hidden=8", "model.res_hidden=4", "model.res_blocks=1"]
-    tiny += ["model.quantizer.codebook_size=8", "model.quantizer.dim=4", "train.batch_size=8"]
+    tiny = [*tiny_image_model(codebook_size=8), "train.batch_size=8"]
     # An absurd learning rate without clipping: the weights blow up after the first step.
     tiny += ["train.lr=1e30", "train.grad_clip=0", "train.warmup_steps=0"]
     tiny += ["train.checkpoint_every=1"]

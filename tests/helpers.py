@@ -1,0 +1,31 @@
+"""Helpers the test folders share (fixtures live in conftest.py). Tests ``import helpers``:
+pytest puts this folder on ``sys.path`` because conftest.py sits in it."""
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_image_model(codebook_size: int = 8) -> list[str]:
+    """``key=value`` overrides for the smallest image VQ-VAE the end-to-end tests train: 2×
+    downsampling, 8 channels, one residual block, ``codebook_size`` codes of dimension 4."""
+    return [
+        "model.downsample=2",
+        "model.hidden=8",
+        "model.res_hidden=4",
+        "model.res_blocks=1",
+        f"model.quantizer.codebook_size={codebook_size}",
+        "model.quantizer.dim=4",
+    ]
+
+
+def write_bar_images(folder: Path, n: int) -> str:
+    """Write ``folder/tiny.npz``: ``n`` 8×8 images in 3 learnable classes (class c: a white
+    bar at rows 2c..2c+1) with their labels. Returns its data spec."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=n)
+    images = np.zeros((n, 8, 8), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 2 * c : 2 * c + 2, :] = 255
+    np.savez(folder / "tiny.npz", images=images, labels=labels)
+    return f"npz:{folder / 'tiny.npz'}"
