@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from vqvae.errors import ConfigError
 from vqvae.models.audio_losses import log_mel_loss, multi_resolution_stft_loss
 from vqvae.nets.conv1d import Decoder1d, Encoder1d
+from vqvae.nets.modes import eval_mode
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 from vqvae.serialization import Pretrained
 
@@ -180,12 +181,8 @@ class AudioVQVAE(Pretrained, nn.Module):
         """Signals (B, C, T) (or (B, T) when mono) -> indices (B, T / d), or (B, L, T / d) for a
         residual quantizer. Uses eval-mode behaviour."""
         x = self._check_signal(x)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.quantizer(self.encoder(x)).indices
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from vqvae.models.classification import (
     classification_losses,
     require_labels,
 )
+from vqvae.nets.modes import eval_mode
 from vqvae.serialization import Pretrained
 
 
@@ -110,12 +111,8 @@ class LogMelClassifier(Pretrained, nn.Module):
     @torch.no_grad()
     def predict(self, waves: Tensor, batch_size: int = 256) -> Tensor:
         """Predicted classes (N,) in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = [
                 self(waves[i : i + batch_size]).argmax(1) for i in range(0, len(waves), batch_size)
             ]
-        finally:
-            self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

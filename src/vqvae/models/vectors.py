@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
 from vqvae.nets.mlp import MLPDecoder, MLPEncoder
+from vqvae.nets.modes import eval_mode
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 from vqvae.serialization import Pretrained
 
@@ -93,12 +94,8 @@ class VectorVQVAE(Pretrained, nn.Module):
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """Vectors (B, F) -> indices (B, M) (or (B, L, M) for a residual quantizer)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.quantizer(self.encoder(self._standardize(x))).indices
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from vqvae.models.image_config import ImageModelConfig
 from vqvae.nets import Decoder2d, Encoder2d
+from vqvae.nets.modes import eval_mode
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 from vqvae.serialization import Pretrained
 
@@ -82,12 +83,8 @@ class VQVAE(Pretrained, nn.Module):
         behaviour."""
         self.config.check_images(x)
         x = self.config.target(x)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.quantizer(self.encoder(x - 0.5)).indices
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from vqvae.errors import ConfigError
 from vqvae.models.image_config import ImageModelConfig, is_power_of_two
 from vqvae.nets import Decoder2d, Encoder2d
+from vqvae.nets.modes import eval_mode
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 from vqvae.serialization import Pretrained
 
@@ -130,13 +131,9 @@ class VQVAE2(Pretrained, nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Images (B, C, H, W) in [0, 1] -> (top (B, ht, wt), bottom (B, hb, wb)) indices."""
         self.config.check_images(x)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             top, bottom = self._quantize(self.config.target(x))
             return top.indices, bottom.indices
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def decode_indices(self, top: Tensor, bottom: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
+from vqvae.nets.modes import eval_mode
 from vqvae.priors.sampling import _check_options, sample_from_logits
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
@@ -226,9 +227,7 @@ class AutoregressivePrior(nn.Module):
         cond = self._check_cond(cond, batch, grid)
         if n == 0 or start == positions:
             return codes.reshape(n, *grid)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             decoder = self._decoder(batch, grid, labels, cond, cached)
             for t in range(start, positions):
                 logits = decoder.logits(codes.repeat(2, 1) if guided else codes, t)  # (B, K)
@@ -242,8 +241,6 @@ class AutoregressivePrior(nn.Module):
                     top_p=top_p,
                     generator=generator,
                 )
-        finally:
-            self.train(was_training)
         return codes.reshape(n, *grid)
 
     def _check_prefix(self, prefix: Tensor, n: int, grid: tuple[int, ...]) -> int:
