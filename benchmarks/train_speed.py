@@ -10,11 +10,13 @@ Network (both): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 5
 0.99, β = 0.25, downsample 4 (van den Oord et al. 2017, sec. 4.1, as in Sonnet's example).
 
 - ``ours``: ``vqvae.models.VQVAE`` (the shipped quantizer defaults: k-means init on the first
-  batch, dead-code reset), one step = ``training_losses`` → backward → AdamW step.
+  batch, dead-code reset), one step = ``training_losses`` → backward → AdamW step (fused, as
+  in the library's loop).
 - ``plain``: the same convolutions written with ``torch.nn`` here and
   ``_timing.PlainEMAQuantizer`` (cdist/argmin/one-hot); loss = MSE / data variance + β·commitment.
-- ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder); its
-  decoder input gets the channels-last layout the quantizers' output has (``--floor-layout``).
+- ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder) and
+  ours's optimiser (fused AdamW); its decoder input gets the channels-last layout the
+  quantizers' output has (``--floor-layout``).
 - ``ours_fit`` (opt-in, ``--impls ours plain floor ours_fit``): ours stepped by the library's
   own loop ``vqvae.training.fit`` (its optimiser, grad clipping, checks, health, logging).
 
@@ -140,8 +142,11 @@ def build_ours(size: int, channels: int, data_variance: float = 1.0) -> VQVAE:
 
 
 # --- throughput ----------------------------------------------------------------------------------
-def training_step(model: nn.Module, x: Tensor):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+def training_step(model: nn.Module, x: Tensor, fused: bool):
+    """One step: loss → backward → AdamW. ``fused``: the optimiser the library's loop uses
+    (ours, and the floor, so it stays the same network and optimiser minus the quantizer);
+    the plain reference keeps torch's default, as the public ports do."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=fused)
     model.train()
     ours = isinstance(model, VQVAE)
 
@@ -186,7 +191,7 @@ def throughput(shapes, args) -> list[dict]:
         print(f"{name}: trainable parameters {counts}")
         if counts["ours"] != counts["plain"]:
             raise SystemExit(f"parameter counts differ: {counts} (not the same network)")
-        steps = {i: training_step(models[i], x) for i in args.impls if i in IMPLS}
+        steps = {i: training_step(models[i], x, i != "plain") for i in args.impls if i in IMPLS}
         runs = {i: loop_steps(models[i], x) for i in args.impls if i in OPTIONAL_IMPLS}
         times = T.interleaved(steps, args.rounds, args.repeats, args.warmup, runs)
         for impl, seconds in times.items():
