@@ -57,9 +57,7 @@ from vqvae.pipeline.fitting import PriorCodes, fit_prior_on_codes
 from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.priors import TransformerPrior, load_prior
 from vqvae.training import (
-    ShuffledBatches,
     TrainConfig,
-    fit,
     read_log,
 )
 
@@ -401,21 +399,17 @@ def load_or_train_classifier(
     made_for = {"data": data.spec, "sample_rate": data.sample_rate, "length": data.length}
 
     def train() -> tuple[LogMelClassifier, float]:
-        if data.train.labels is None or not data.train.num_classes:
-            raise VQVAEError(
-                f"{data.spec}: intelligibility needs labelled audio to train a classifier"
-            )
-        torch.manual_seed(CLASSIFIER_TRAIN.seed)
+        classifier_cache.require_labels(data, "intelligibility needs labelled audio")
         config = LogMelClassifierConfig(
             sample_rate=data.sample_rate, num_classes=int(data.train.num_classes)
         )
-        model = LogMelClassifier(config)
-        batches = ShuffledBatches(
-            (torch.from_numpy(data.train.waveforms), torch.from_numpy(data.train.labels)),
-            CLASSIFIER_TRAIN.batch_size,
-            CLASSIFIER_TRAIN.seed,
+        model = classifier_cache.fit_classifier(
+            lambda: LogMelClassifier(config),
+            torch.from_numpy(data.train.waveforms),
+            torch.from_numpy(data.train.labels),
+            CLASSIFIER_TRAIN,
+            show_progress,
         )
-        fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
         accuracy = _accuracy(model, data.test.waveforms, data.test.labels)
         return model.eval(), accuracy
 

@@ -9,11 +9,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
+from vqvae.errors import VQVAEError
 from vqvae.files import atomic_write_text
+from vqvae.training import ShuffledBatches, TrainConfig, fit
 
 META = "classifier.json"
 
 Classifier = TypeVar("Classifier")
+
+
+def fit_classifier(
+    build: Callable[[], Classifier],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    show_progress: bool = True,
+) -> Classifier:
+    """``build()`` under ``config.seed`` (reproducible initial weights), trained on shuffled
+    batches of (inputs, labels)."""
+    torch.manual_seed(config.seed)
+    model = build()
+    batches = ShuffledBatches((inputs, labels), config.batch_size, config.seed)
+    fit(model, batches, config, desc="classifier", show_progress=show_progress)
+    return model
+
+
+def require_labels(data: Any, purpose: str) -> None:
+    """Refuse unlabelled training data: ``purpose`` (e.g. "sample quality needs labelled
+    data") says what for."""
+    if data.train.labels is None or not data.train.num_classes:
+        raise VQVAEError(f"{data.spec}: {purpose} to train a classifier")
 
 
 def load_or_train(

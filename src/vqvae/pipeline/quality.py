@@ -29,7 +29,7 @@ from vqvae.models.classifier import features_and_predictions
 from vqvae.pipeline import classifier_cache, plots
 from vqvae.pipeline.generation import Model, SampleOptions, _tensor, generate, num_classes
 from vqvae.pipeline.run import RunDir
-from vqvae.training import ShuffledBatches, TrainConfig, fit
+from vqvae.training import TrainConfig
 
 CLASSIFIER_TRAIN = TrainConfig(
     steps=1200, batch_size=64, lr=2e-3, warmup_steps=50, log_every=100, checkpoint_every=0
@@ -44,21 +44,17 @@ def load_or_train_classifier(
     made_for = {"data": data.spec, "image_size": data.height, "channels": data.channels}
 
     def train() -> tuple[ImageClassifier, float]:
-        if data.train.labels is None or not data.train.num_classes:
-            raise VQVAEError(
-                f"{data.spec}: sample quality needs labelled data to train a classifier"
-            )
-        torch.manual_seed(CLASSIFIER_TRAIN.seed)
-        model = ImageClassifier(
-            ClassifierConfig(in_channels=data.channels, num_classes=int(data.train.num_classes))
+        classifier_cache.require_labels(data, "sample quality needs labelled data")
+        config = ClassifierConfig(
+            in_channels=data.channels, num_classes=int(data.train.num_classes)
         )
-        labels = torch.from_numpy(data.train.labels.astype(np.int64))
-        batches = ShuffledBatches(
-            (_tensor(data.train.images), labels),
-            CLASSIFIER_TRAIN.batch_size,
-            CLASSIFIER_TRAIN.seed,
+        model = classifier_cache.fit_classifier(
+            lambda: ImageClassifier(config),
+            _tensor(data.train.images),
+            torch.from_numpy(data.train.labels.astype(np.int64)),
+            CLASSIFIER_TRAIN,
+            show_progress,
         )
-        fit(model, batches, CLASSIFIER_TRAIN, desc="classifier", show_progress=show_progress)
         model.eval()
         _, pred = features_and_predictions(model, _tensor(data.test.images))
         return model, float((pred.numpy() == data.test.labels).mean())
