@@ -1,9 +1,11 @@
 """Helpers the test folders share (fixtures live in conftest.py). Tests ``import helpers``:
 pytest puts this folder on ``sys.path`` because conftest.py sits in it."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def tiny_image_model(codebook_size: int = 8) -> list[str]:
@@ -29,3 +31,22 @@ def write_bar_images(folder: Path, n: int) -> str:
         images[i, 2 * c : 2 * c + 2, :] = 255
     np.savez(folder / "tiny.npz", images=images, labels=labels)
     return f"npz:{folder / 'tiny.npz'}"
+
+
+def train_with_adam(
+    model: torch.nn.Module,
+    batch_at: Callable[[int], tuple],
+    steps: int,
+    lr: float,
+) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """``steps`` Adam steps on ``model.training_losses(batch_at(step))``, for tests whose loss
+    must fall. Returns the loss of every step and the last step's outputs."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        out = model.training_losses(batch_at(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    return losses, out

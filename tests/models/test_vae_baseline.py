@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import train_with_adam
 
 from vqvae.errors import ConfigError
 from vqvae.models import GaussianVAE, VAEConfig, build_model, load_model
@@ -75,12 +76,5 @@ def test_invalid_config(kwargs: dict, message: str) -> None:
 def test_short_training_lowers_the_loss() -> None:
     model = make()
     x = images(32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        out = model.training_losses((x, None))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses, _ = train_with_adam(model, lambda _: (x, None), steps=60, lr=3e-3)
     assert math.isfinite(losses[-1]) and losses[-1] < 0.6 * losses[0]

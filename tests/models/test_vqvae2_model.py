@@ -3,6 +3,7 @@ dependence on the top, config checks, save/load and a short training run."""
 
 import pytest
 import torch
+from helpers import train_with_adam
 
 from vqvae.errors import CheckpointError, ConfigError
 from vqvae.models import VQVAE2, VQVAE2Config, build_model, load_model
@@ -110,13 +111,6 @@ def test_short_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
     model = make()
     x = (images(16) > 0.7).float()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(30):
-        out = model.training_losses((x, None))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses, out = train_with_adam(model, lambda _: (x, None), steps=30, lr=2e-3)
     assert {"recon", "psnr", "top_perplexity", "code_counts"} <= set(out)
     assert losses[-1] < 0.6 * losses[0]

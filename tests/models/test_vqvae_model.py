@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import train_with_adam
 
 from vqvae.errors import CheckpointError, ConfigError
 from vqvae.models import VQVAE, VQVAEConfig
@@ -145,15 +146,7 @@ def test_short_training_run_loss_falls():
     rows, cols = torch.randint(8, (256,), generator=g), torch.randint(8, (256,), generator=g)
     x[torch.arange(256), 0, rows, :] = 1.0
     x[torch.arange(256), 0, :, cols] = 1.0
-    opt = torch.optim.Adam(m.parameters(), 3e-3)
-    losses = []
-    for step in range(150):
-        batch = x[(step * 32) % 256 :][:32]
-        out = m.training_losses((batch, None))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses, _ = train_with_adam(m, lambda step: (x[(step * 32) % 256 :][:32], None), 150, 3e-3)
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 

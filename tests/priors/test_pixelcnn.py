@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import train_with_adam
 
 from vqvae import configs
 from vqvae.errors import CheckpointError, ConfigError
@@ -240,14 +241,8 @@ def test_short_training_run_learns_structure() -> None:
     data = (first[:, None] + 3 * torch.arange(16)[None]) % k  # (200, 16)
     data = data.reshape(200, 4, 4)
     model = GatedPixelCNN(PixelCNNConfig(codebook_size=k, channels=32, layers=3, kernel_size=3))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(150):
-        batch = data[torch.randint(0, 200, (64,))]
-        loss = model.training_losses((batch, None))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_with_adam(model, lambda _: (data[torch.randint(0, 200, (64,))], None), 150, 3e-3)
     model.eval()
     with torch.no_grad():
         final = model.training_losses((data, None))
