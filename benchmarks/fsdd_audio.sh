@@ -43,8 +43,9 @@ have "$OUT-8x/model" || $VQVAE train --data "fsdd:$DATA" --out "$OUT-8x" --confi
 $VQVAE evaluate "$OUT-8x" --classifier "$OUT/classifier"
 
 mkdir -p "$HERE/results"
-python3 "$HERE/audio_table.py" "$OUT/metrics-plain.json" "$OUT/metrics-guidance2.json" \
-  "$OUT-8x/metrics.json" > "$HERE/results/fsdd_audio.md"
+python3 "$HERE/audio_table.py" "16×, plain sampling=$OUT/metrics-plain.json" \
+  "16×, guidance 2=$OUT/metrics-guidance2.json" "8×=$OUT-8x/metrics.json" \
+  > "$HERE/results/fsdd_audio.md"
 cp "$OUT/metrics-plain.json" "$HERE/results/fsdd_audio_16x.json"
 cp "$OUT/metrics-guidance2.json" "$HERE/results/fsdd_audio_16x_guidance2.json"
 cp "$OUT-8x/metrics.json" "$HERE/results/fsdd_audio_8x.json"

@@ -76,6 +76,9 @@ def test_reconstruct_encode_prior_sample_evaluate(trained_run, data_spec, tmp_pa
 
     assert main(["train-prior", str(trained_run), "--steps", "20"]) == 0
     assert (trained_run / "prior" / "model" / "model.safetensors").is_file()
+    # train-prior leaves a preview: 8 samples of each of the data's classes, one row per class
+    preview = Image.open(trained_run / "samples.png")
+    assert preview.size[0] > preview.size[1] > 0
 
     samples = tmp_path / "s.png"
     assert (

@@ -191,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
         if is_main_process():
             _print_metrics("prior, test split:", metrics)
+            if metrics and (preview := stages.preview_samples(args.run)) is not None:
+                print(f"samples: {preview}")
     elif args.command == "decode":
         print(stages.decode_codes(args.run, args.codes, args.out, args.n))
     elif args.command == "sample":

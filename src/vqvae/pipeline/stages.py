@@ -387,6 +387,19 @@ def train_prior(
     return prior_metrics(prior, codes.test.indices, codes.labels("test"), model.config)
 
 
+PREVIEW_PER_CLASS = 8
+
+
+def preview_samples(run_path: str | Path) -> Path | None:
+    """After ``train-prior`` on an image run: RUN/samples.png, ``PREVIEW_PER_CLASS`` samples
+    (of every class, one row each, for a conditional prior). None for audio runs, whose
+    samples are WAV files drawn by ``vqvae sample``."""
+    kind = RunDir(run_path).read_config()[0].model.kind
+    if kind not in ("vqvae", "vqvae2") or not distributed.is_main_process():
+        return None
+    return sample(run_path, PREVIEW_PER_CLASS, Path(run_path) / "samples.png")
+
+
 def _with_prior_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     if not overrides:
         return config
