@@ -36,17 +36,26 @@ def make(kind: str, num_classes: int = 0, label_dropout: float = 0.0, seed: int 
         cfg = PixelCNNConfig(channels=8, layers=3, kernel_size=3, cond_codebook_size=cond, **common)
         model = GatedPixelCNN(cfg)
     else:
-        layout = "1d" if kind == "transformer-1d" else "2d"
-        cfg = TransformerPriorConfig(dim=16, heads=2, layers=2, layout=layout, **common)
+        layout = "1d" if kind.startswith("transformer-1d") else "2d"
+        everywhere = kind.endswith("label-everywhere")
+        cfg = TransformerPriorConfig(
+            dim=16, heads=2, layers=2, layout=layout, label_everywhere=everywhere, **common
+        )
         model = TransformerPrior(cfg)
     return model.double().eval()
 
 
-KINDS = ["pixelcnn", "pixelcnn-cond", "transformer", "transformer-1d"]
+KINDS = [
+    "pixelcnn",
+    "pixelcnn-cond",
+    "transformer",
+    "transformer-1d",
+    "transformer-1d-label-everywhere",
+]
 
 
 def grid_of(kind: str) -> tuple[int, ...]:
-    return (14,) if kind == "transformer-1d" else (4, 5)
+    return (14,) if kind.startswith("transformer-1d") else (4, 5)
 
 
 def cond_for(kind: str, n: int, seed: int = 1) -> torch.Tensor | None:

@@ -39,6 +39,7 @@ def make(**kw) -> TransformerPrior:
         ({"num_classes": -1}, "prior.num_classes"),
         ({"max_rows": 0}, "transformer.max_rows"),
         ({"layout": "3d"}, "layout"),
+        ({"label_everywhere": "yes"}, "transformer.label_everywhere"),
     ],
 )
 def test_invalid_config_raises_config_error(kwargs: dict, option: str) -> None:
@@ -51,6 +52,21 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
     assert configs.from_dict(TransformerPriorConfig, configs.to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="unknown key"):
         configs.from_dict(TransformerPriorConfig, {"width": 3})
+
+
+def test_label_everywhere_adds_one_embedding_and_only_for_conditional_priors() -> None:
+    base = set(make(num_classes=3).state_dict())
+    assert set(make(num_classes=3, label_everywhere=True).state_dict()) == base | {"label.weight"}
+    assert make(label_everywhere=True).label is None  # unconditional: nothing to add
+    # With the class at every position, the label changes the logits at every position even
+    # when the start token's embedding is the same for both classes.
+    model = make(num_classes=2, label_everywhere=True, layout="1d").eval()
+    with torch.no_grad():
+        model.start.weight[1] = model.start.weight[0]
+        codes = torch.randint(0, K, (1, 6))
+        a = model(codes, torch.tensor([0]))
+        b = model(codes, torch.tensor([1]))
+    assert (a - b).abs().amax(1).min() > 0  # logits (B, K, T): every position differs
 
 
 def test_forward_shapes_for_maps_and_sequences() -> None:

@@ -8,6 +8,7 @@ flattened in raster order; the input at position t is
     token(z_{t-1})                  otherwise
     + row(t // W) + col(t % W)      (layout "2d": learned row and column embeddings)
     + pos(t)                        (layout "1d": a learned embedding per position)
+    + class(c)                      (``label_everywhere``: the class at every position too)
 
 so the output at t predicts z_t from z_<t, and the position added is the one being predicted:
 the model knows where in the 2D map it is, whatever the map's width.
@@ -45,6 +46,10 @@ class TransformerPriorConfig:
     max_rows: int = 32  # layout "2d": largest grid
     max_cols: int = 32
     max_length: int = 1024  # layout "1d": longest sequence
+    # Add a class embedding at every position, not only through the start token: a stronger
+    # conditioning signal for long sequences (hundreds of audio codes), where a single token
+    # at the start has to be found again by attention at every step.
+    label_everywhere: bool = False
 
     def __post_init__(self) -> None:
         check_common_config(self)
@@ -60,6 +65,10 @@ class TransformerPriorConfig:
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
             raise ConfigError(f"transformer.dropout must be in [0, 1), got {d!r}")
+        if not isinstance(self.label_everywhere, bool):
+            raise ConfigError(
+                f"transformer.label_everywhere must be true or false, got {self.label_everywhere!r}"
+            )
         if self.layout not in ("2d", "1d"):
             raise ConfigError(f"transformer.layout must be '2d' or '1d', got {self.layout!r}")
 
@@ -138,6 +147,9 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
         d = config.dim
         self.token = nn.Embedding(config.codebook_size, d)
         self.start = nn.Embedding(max(1, self.label_rows), d)  # one start token per class
+        everywhere = config.label_everywhere and config.num_classes
+        # The class, added at every position (``label_everywhere``).
+        self.label = nn.Embedding(self.label_rows, d) if everywhere else None
         if config.layout == "2d":
             self.row = nn.Embedding(config.max_rows, d)
             self.col = nn.Embedding(config.max_cols, d)
@@ -196,13 +208,16 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
         codes: (B, >= stop - 1) raster-order codes; labels: (B,) or None; pos: (N, D)."""
         b = codes.shape[0]
         parts = []
+        first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
+        first = first.to(self.token.weight.device)
         if start == 0:
-            first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
-            parts.append(self.start(first.to(self.token.weight.device))[:, None])  # (B, 1, D)
+            parts.append(self.start(first)[:, None])  # (B, 1, D)
         lo = max(start, 1)
         if stop > lo:
             parts.append(self.token(codes[:, lo - 1 : stop - 1]))  # (B, stop - lo, D)
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if self.label is not None:
+            x = x + self.label(first)[:, None]  # (B, 1, D), the same at every position
         return x + pos[start:stop]
 
     def _run(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
