@@ -68,6 +68,17 @@ class ImageModelConfig:
         """Decoder output -> images in data space (the decoder works around 0)."""
         return torch.sigmoid(out) if self.recon_loss == "bce" else out + 0.5
 
+    @torch.no_grad()
+    def batch_psnr(self, images: Tensor, target: Tensor, raw_loss: Tensor) -> Tensor:
+        """PSNR of a training batch, for logs and the progress bar. With the MSE loss it is read
+        off the loss already computed (``raw_loss``, the MSE of the unclamped reconstruction)
+        instead of another pass over the batch; with BCE it is the MSE of ``images``, clamped."""
+        if self.recon_loss == "mse":
+            mse = raw_loss.detach()
+        else:
+            mse = F.mse_loss(images.clamp(0, 1), target)
+        return -10 * torch.log10(mse.clamp_min(1e-10))
+
     def reconstruction_loss(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """(raw per-element loss for reports, the term that enters the objective)."""
         if self.recon_loss == "bce":

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
@@ -67,13 +66,12 @@ class GaussianVAE(Pretrained, nn.Module):
         recon, scaled = self.config.reconstruction_loss(out, target)
         # KL(N(m, s²) || N(0, 1)) = ½ (m² + s² − 1 − log s²), summed per image, per element.
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum() / target.numel()
-        with torch.no_grad():
-            mse = F.mse_loss(self.config.to_images(out).clamp(0, 1), target)
+        psnr = self.config.batch_psnr(self.config.to_images(out), target, recon)
         return {
             "loss": scaled + self.config.kl_weight * kl,
             "recon": recon.detach(),
             "kl": kl.detach(),
-            "psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
+            "psnr": psnr,
         }
 
     @torch.no_grad()

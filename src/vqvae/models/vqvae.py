@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.models.image_config import ImageModelConfig
@@ -64,14 +63,13 @@ class VQVAE(Pretrained, nn.Module):
         x = batch[0]
         out = self(x)
         q = out.quantizer
-        with torch.no_grad():
-            mse = F.mse_loss(out.reconstruction.clamp(0, 1), self.config.target(x))
+        psnr = self.config.batch_psnr(out.reconstruction, self.config.target(x), out.recon_loss)
         return {
             "loss": out.loss,
             "recon": out.recon_loss.detach(),
             "codebook": q.codebook_loss.detach(),
             "commitment": q.commitment_loss.detach(),
-            "psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
+            "psnr": psnr,
             "code_counts": q.code_counts,
         }
 

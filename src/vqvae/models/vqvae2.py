@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
@@ -115,14 +114,13 @@ class VQVAE2(Pretrained, nn.Module):
         """The loss, scalar metrics, and the bottom codebook's counts (codebook health)."""
         x = batch[0]
         out = self(x)
-        with torch.no_grad():
-            mse = F.mse_loss(out.reconstruction.clamp(0, 1), self.config.target(x))
+        psnr = self.config.batch_psnr(out.reconstruction, self.config.target(x), out.recon_loss)
         return {
             "loss": out.loss,
             "recon": out.recon_loss.detach(),
             "commitment": (out.top.commitment_loss + out.bottom.commitment_loss).detach(),
             "top_perplexity": out.top.perplexity.detach(),
-            "psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
+            "psnr": psnr,
             "code_counts": out.bottom.code_counts,
         }
 
