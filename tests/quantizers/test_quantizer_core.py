@@ -15,10 +15,11 @@ def numpy_nearest(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return d.argmin(1), d.min(1)
 
 
-def test_matches_numpy_argmin():
+@pytest.mark.parametrize("k", [64, 512])  # 512: the grouped row minimum
+def test_matches_numpy_argmin(k):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 16)).astype(np.float32)
-    codebook = rng.normal(size=(64, 16)).astype(np.float32)
+    codebook = rng.normal(size=(k, 16)).astype(np.float32)
     idx, dist = nearest_code(torch.from_numpy(z), torch.from_numpy(codebook))
     ref_idx, ref_dist = numpy_nearest(z, codebook)
     # float32 expansion ||z||² - 2z·e + ||e||² can swap near-ties; random Gaussian data has
@@ -58,3 +59,19 @@ def test_property_matches_reference(n, k, d, seed):
     # Where two codes are (nearly) identical either is correct: compare distances there.
     d_ours = ((z - codebook[idx.numpy()]) ** 2).sum(1)
     np.testing.assert_allclose(d_ours, ref_dist, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [256, 512, 4096, 300, 64])  # grouped row minimum, and the fallback
+def test_row_minimum_matches_numpy_including_ties(k):
+    """The grouped row minimum returns the first index of the minimum, as NumPy's argmin does,
+    also when a row's minimum appears twice (in one group and in different groups)."""
+    from vqvae.quantizers.core import _row_min
+
+    rng = np.random.default_rng(k)
+    d = rng.standard_normal((50, k)).astype(np.float32)
+    d[0, [3, 5]] = -100.0  # tie inside a group
+    d[1, [k - 1, 7]] = -100.0  # tie across groups: the first one wins
+    d[2, :] = 1.0  # all equal
+    values, indices = _row_min(torch.from_numpy(d))
+    np.testing.assert_array_equal(indices.numpy(), d.argmin(1))
+    np.testing.assert_array_equal(values.numpy(), d.min(1))
