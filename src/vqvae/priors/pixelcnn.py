@@ -163,9 +163,9 @@ class GatedLayer(nn.Module):
 
 
 class GatedPixelCNN(Pretrained, AutoregressivePrior):
-    config_class = PixelCNNConfig
-
     """Autoregressive prior p(z) = Π_{raster order} p(z_ij | z_<ij [, class] [, cond map])."""
+
+    config_class = PixelCNNConfig
 
     def __init__(self, config: PixelCNNConfig) -> None:
         super().__init__()

@@ -135,9 +135,9 @@ class Block(nn.Module):
 
 
 class TransformerPrior(Pretrained, AutoregressivePrior):
-    config_class = TransformerPriorConfig
-
     """p(z) = Π_t p(z_t | z_<t [, class]) over flattened code maps or code sequences."""
+
+    config_class = TransformerPriorConfig
 
     def __init__(self, config: TransformerPriorConfig) -> None:
         super().__init__()
@@ -208,16 +208,15 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
         codes: (B, >= stop - 1) raster-order codes; labels: (B,) or None; pos: (N, D)."""
         b = codes.shape[0]
         parts = []
-        first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
-        first = first.to(self.token.weight.device)
         if start == 0:
-            parts.append(self.start(first)[:, None])  # (B, 1, D)
+            first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
+            parts.append(self.start(first.to(self.token.weight.device))[:, None])  # (B, 1, D)
         lo = max(start, 1)
         if stop > lo:
             parts.append(self.token(codes[:, lo - 1 : stop - 1]))  # (B, stop - lo, D)
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        if self.label is not None:
-            x = x + self.label(first)[:, None]  # (B, 1, D), the same at every position
+        if self.label is not None:  # only conditional priors have it, so labels are given
+            x = x + self.label(labels.to(self.token.weight.device))[:, None]  # (B, 1, D)
         return x + pos[start:stop]
 
     def _run(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
