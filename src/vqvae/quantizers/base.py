@@ -27,11 +27,16 @@ class QuantizerOutput:
     codebook_loss: Tensor  # ||sg[z_e] - e||² (zero for EMA codebooks and FSQ: no gradient)
     commitment_loss: Tensor  # β·||z_e - sg[e]||² (zero for FSQ)
     code_counts: Tensor  # (K,) or (L, K): this batch's histogram (summed over ranks in training)
-    perplexity: Tensor  # exp(entropy) of this batch's histogram (use a window for health)
 
     @property
     def loss(self) -> Tensor:
         return self.codebook_loss + self.commitment_loss
+
+    @property
+    def perplexity(self) -> Tensor:
+        """exp(entropy) of this batch's histogram (use a window for health). Computed when
+        asked, not on every training step."""
+        return perplexity_of(self.code_counts)
 
 
 def perplexity_of(counts: Tensor) -> Tensor:
@@ -111,3 +116,36 @@ ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "ste": straight_through,
     "rotation": rotation_trick,
 }
+
+
+def quantize(z: Tensor, codes: Tensor, beta: float, gradient: str) -> tuple[Tensor, Tensor]:
+    """z (N, D), the codes chosen for it (N, D) -> (z_q, β·||z - sg[codes]||²): z_q has exactly
+    the codes' value and carries the ``gradient`` estimator back to z.
+
+    Straight-through, the training default, runs as one autograd node
+    (:class:`_StraightThroughCommitment`): the same values and gradients as
+    ``straight_through`` plus ``β·mse_loss`` with half the passes over the (N, D) tensors.
+    """
+    if gradient == "ste":
+        return _StraightThroughCommitment.apply(z, codes.detach(), beta)
+    return ESTIMATORS[gradient](z, codes), beta * F.mse_loss(z, codes.detach())
+
+
+class _StraightThroughCommitment(torch.autograd.Function):
+    """forward(z, codes, β) -> (codes, β·mean((z - codes)²)); backward: the gradient at z_q
+    reaches z unchanged, plus the commitment term's 2β(z - codes)/numel."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, codes: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+        diff = z - codes
+        flat = diff.reshape(-1)
+        ctx.scale = 2.0 * beta / max(flat.numel(), 1)
+        ctx.save_for_backward(diff)
+        return codes, torch.dot(flat, flat) * (beta / max(flat.numel(), 1))
+
+    @staticmethod
+    def backward(ctx, grad_quantized: Tensor, grad_commitment: Tensor):
+        (diff,) = ctx.saved_tensors
+        # One pass: grad_z = grad_q + (2β / numel) · grad_c · (z - codes)
+        grad_z = torch.addcmul(grad_quantized, diff, grad_commitment * ctx.scale)
+        return grad_z, None, None

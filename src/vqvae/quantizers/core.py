@@ -33,6 +33,21 @@ def nearest_code(
 
     Example: ``nearest_code(torch.randn(6, 4), torch.randn(10, 4))[0].shape == (6,)``.
     """
+    indices, distances = _search(z, codebook, max_elements, with_distances=True)
+    return indices, distances
+
+
+@torch.no_grad()
+def nearest_index(
+    z: Tensor, codebook: Tensor, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> Tensor:
+    """``nearest_code(z, codebook)[0]`` without computing the distances (the training path)."""
+    return _search(z, codebook, max_elements, with_distances=False)[0]
+
+
+def _search(
+    z: Tensor, codebook: Tensor, max_elements: int, with_distances: bool
+) -> tuple[Tensor, Tensor | None]:
     if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
         raise ValueError(
             f"nearest_code: expected z (N, D) and codebook (K, D), got {tuple(z.shape)} "
@@ -42,18 +57,27 @@ def nearest_code(
     z = z.to(codebook.dtype)
     codes_sq = codebook.pow(2).sum(1)  # (K,)
     chunk = max(1, max_elements // max(k, 1))
+    if n <= chunk:  # one chunk (every training batch of a usual size): no buffers to fill
+        # ||e||² - 2 z·e in one fused call: (N, K)
+        best, indices = _row_min(torch.addmm(codes_sq, z, codebook.t(), alpha=-2.0))
+        return indices, _add_row_norms(best, z) if with_distances else None
     indices = torch.empty(n, dtype=torch.long, device=z.device)
-    distances = torch.empty(n, dtype=codebook.dtype, device=z.device)
-    buffer = torch.empty(min(chunk, n), k, dtype=codebook.dtype, device=z.device)
+    distances = torch.empty(n, dtype=codebook.dtype, device=z.device) if with_distances else None
+    buffer = torch.empty(chunk, k, dtype=codebook.dtype, device=z.device)
     for start in range(0, n, chunk):
         zc = z[start : start + chunk]  # (n_c, D)
         partial = buffer[: zc.shape[0]]
-        # ||e||² - 2 z·e in one fused call: (n_c, K)
         torch.addmm(codes_sq, zc, codebook.t(), beta=1.0, alpha=-2.0, out=partial)
         best, idx = _row_min(partial)
         indices[start : start + chunk] = idx
-        distances[start : start + chunk] = (best + zc.pow(2).sum(1)).clamp_min_(0.0)
+        if distances is not None:
+            distances[start : start + chunk] = _add_row_norms(best, zc)
     return indices, distances
+
+
+def _add_row_norms(best: Tensor, z: Tensor) -> Tensor:
+    """min_e (||e||² - 2 z·e) + ||z||² = the squared distance to the nearest code (>= 0)."""
+    return (best + z.pow(2).sum(1)).clamp_min_(0.0)
 
 
 def _row_min(distances: Tensor) -> tuple[Tensor, Tensor]:

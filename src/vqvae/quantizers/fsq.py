@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vqvae.distributed import all_reduce_sum
 from vqvae.errors import ConfigError
-from vqvae.quantizers.base import Quantizer, QuantizerOutput, perplexity_of, straight_through
+from vqvae.quantizers.base import Quantizer, QuantizerOutput, straight_through
 
 # The paper's recommended level sets (sec. 4.1, table 1) for about 2^8 ... 2^16 codes.
 RECOMMENDED_LEVELS: dict[int, tuple[int, ...]] = {
@@ -94,7 +94,6 @@ class FSQ(Quantizer):
             codebook_loss=zero,
             commitment_loss=zero,
             code_counts=counts,
-            perplexity=perplexity_of(counts),
         )
 
     def lookup(self, indices: Tensor) -> Tensor:

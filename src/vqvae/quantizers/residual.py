@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
-from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, perplexity_of
+from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, quantize
 from vqvae.quantizers.vq import CodebookQuantizer
 
 
@@ -65,8 +64,8 @@ class ResidualVectorQuantizer(Quantizer):
             indices.append(out.indices)
             counts.append(out.code_counts)
             codebook_loss = codebook_loss + out.codebook_loss
-        commitment_loss = self.beta * F.mse_loss(flat, total)
-        quantized = ESTIMATORS[self.gradient](flat, total)  # (N, D), value exactly Σ codes
+        # (N, D), value exactly Σ codes; β·||z - sg[Σ codes]||²
+        quantized, commitment_loss = quantize(flat, total, self.beta, self.gradient)
         out_shape = (z.shape[0], *z.shape[2:], self.dim)
         counts = torch.stack(counts)  # (L, K)
         return QuantizerOutput(
@@ -76,7 +75,6 @@ class ResidualVectorQuantizer(Quantizer):
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
             code_counts=counts,
-            perplexity=perplexity_of(counts),
         )
 
     def lookup(self, indices: Tensor) -> Tensor:

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from vqvae.distributed import all_reduce_sum, broadcast, is_main_process, world_size
 from vqvae.errors import ConfigError
-from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, perplexity_of
-from vqvae.quantizers.core import nearest_code
+from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, quantize
+from vqvae.quantizers.core import nearest_index
 from vqvae.quantizers.kmeans import kmeans
 
 
@@ -93,25 +93,19 @@ class CodebookQuantizer(Quantizer):
         self._check_input(z)
         flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D), N = B·prod(S)
         if self.training:  # state changes before the search, never between forward and backward
-            per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
-            if not self.initialized:
-                self._init_codebook(flat.detach(), per_step)
-            self._reset_dead_codes(per_step)
+            self._prepare_codebook(flat.detach())
         codebook = self.codebook_vectors()  # (K, D)
-        indices, _ = nearest_code(flat.detach(), codebook.detach())  # (N,)
+        indices = nearest_index(flat.detach(), codebook.detach())  # (N,)
         counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
         codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
         codebook_loss = self._codebook_loss(flat, codes)
-        commitment_loss = self.beta * F.mse_loss(flat, codes.detach())
-        # Straight-through (or rotation trick): the value is exactly the codes.
-        quantized = ESTIMATORS[self.gradient](flat, codes.detach())  # (N, D)
+        # z_q (value exactly the codes; straight-through or rotation trick) and β·||z - sg[e]||²
+        quantized, commitment_loss = quantize(flat, codes, self.beta, self.gradient)
         if self.training:
             # Codebook statistics are not gradients, so DDP does not sync them: every rank
             # updates from the same global histogram (and sums, see EMA) to stay identical.
             counts = all_reduce_sum(counts)
-            self._update_codebook(flat.detach(), indices, counts)
-            self._update_usage(counts)
-            self._remember(flat.detach())
+            self._record(flat.detach(), indices, counts)
         out_shape = (z.shape[0], *z.shape[2:], self.dim)
         return QuantizerOutput(
             quantized=quantized.reshape(out_shape).movedim(-1, 1),  # (B, D, *S)
@@ -119,7 +113,6 @@ class CodebookQuantizer(Quantizer):
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
             code_counts=counts,
-            perplexity=perplexity_of(counts),
         )
 
     def lookup(self, indices: Tensor) -> Tensor:
@@ -140,7 +133,8 @@ class CodebookQuantizer(Quantizer):
         raise NotImplementedError
 
     def _update_codebook(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        """Training-mode codebook statistics update (EMA); nothing for gradient codebooks."""
+        """Training-mode codebook statistics update (EMA) from this step's vectors, their codes
+        and the (float) histogram over all ranks; nothing for gradient codebooks."""
 
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
         """Overwrite codes ``which`` (bool mask (K,) or indices) with ``vectors``."""
@@ -148,6 +142,22 @@ class CodebookQuantizer(Quantizer):
 
     # --- codebook health ------------------------------------------------------------------------
     @torch.no_grad()
+    def _prepare_codebook(self, flat: Tensor) -> None:
+        """Before a training step's search: k-means init on the first batch, dead-code reset."""
+        per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
+        if not self.initialized:
+            self._init_codebook(flat, per_step)
+        self._reset_dead_codes(per_step)
+
+    @torch.no_grad()
+    def _record(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+        """After a training step's search: the codebook statistics (EMA), the running usage and
+        the pool of recent encoder outputs, from this step's vectors and the global histogram."""
+        weights = counts.to(self.usage.dtype)
+        self._update_codebook(flat, indices, weights)
+        self.usage.lerp_(weights, 1 - self.usage_decay)  # usage <- d·usage + (1 - d)·counts
+        self._remember(flat)
+
     def _init_codebook(self, flat: Tensor, per_step: int) -> None:
         # Rank 0 clusters its batch and broadcasts, so every rank starts from the same codebook.
         if is_main_process():
@@ -163,12 +173,6 @@ class CodebookQuantizer(Quantizer):
         """Running usage (assignments per step) below which a code is dead."""
         return self.dead_code_threshold * per_step / self.codebook_size
 
-    @torch.no_grad()
-    def _update_usage(self, counts: Tensor) -> None:
-        decay = self.usage_decay
-        self.usage.mul_(decay).add_(counts.to(self.usage.dtype), alpha=1 - decay)
-
-    @torch.no_grad()
     def _remember(self, flat: Tensor) -> None:
         """Add a random subset of this batch's encoder outputs to the recent pool."""
         if self.dead_code_threshold <= 0:
@@ -180,17 +184,16 @@ class CodebookQuantizer(Quantizer):
         self.recent[slots] = rows.to(self.recent.dtype)
         self.recent_seen += n
 
-    @torch.no_grad()
     def _reset_dead_codes(self, per_step: int) -> None:
         """Replace codes whose running usage fell below the threshold by recent encoder outputs
         (Dhariwal et al. 2020, "Jukebox", sec. 3.2; Zeghidour et al. 2021, "SoundStream")."""
-        filled = min(int(self.recent_seen), self.recent.shape[0])
-        if self.dead_code_threshold <= 0 or filled == 0:
+        if self.dead_code_threshold <= 0:
             return
         below = self._dead_below(per_step)
-        dead = self.usage < below  # (K,), the same on every rank
-        n_dead = int(dead.sum())
-        if n_dead == 0:
+        dead = torch.nonzero(self.usage < below).squeeze(1)  # (n_dead,), the same on every rank
+        n_dead = dead.numel()
+        filled = min(int(self.recent_seen), self.recent.shape[0]) if n_dead else 0
+        if filled == 0:
             return
         pool = self.recent[:filled]  # (P, D)
         if n_dead <= len(pool):  # distinct vectors, so revived codes do not coincide
@@ -268,19 +271,18 @@ class EMAVectorQuantizer(CodebookQuantizer):
     def _codebook_loss(self, flat: Tensor, codes: Tensor) -> Tensor:
         return flat.new_zeros(())
 
-    @torch.no_grad()
     def _update_codebook(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
         sums = torch.zeros_like(self.embed_sum).index_add_(
             0, indices, flat.to(self.embed_sum.dtype)
         )  # (K, D)
         all_reduce_sum(sums)  # counts arrive already summed over ranks
-        self.cluster_size.mul_(self.decay).add_(
-            counts.to(self.cluster_size.dtype), alpha=1 - self.decay
-        )
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        total = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        weight = 1 - self.decay  # x <- γ·x + (1 - γ)·new
+        self.cluster_size.lerp_(counts, weight)
+        self.embed_sum.lerp_(sums, weight)
+        total = self.cluster_size.sum()  # Laplace smoothing keeps unused codes finite:
+        shrink = total / (total + self.codebook_size * self.eps)
+        smoothed = (self.cluster_size + self.eps) * shrink
+        torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)
 
     @torch.no_grad()
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
