@@ -196,11 +196,16 @@ def machine_settings(threads: int) -> dict:
 
 # --- the plain reference quantizer ---------------------------------------------------------------
 class PlainEMAQuantizer(nn.Module):
-    """EMA vector quantizer written the straightforward way: full distance matrix (cdist),
-    argmin, a one-hot (N, K) assignment matrix, the codes and the EMA statistics as matrix
-    products with it (van den Oord et al. 2017, appendix A.1). Channel-first input (B, D, *S).
+    """EMA vector quantizer written the way the public PyTorch port of the Sonnet example
+    (zalandoresearch/pytorch-vq-vae, ``VectorQuantizerEMA``) writes it: the input permuted to
+    channels-last and made contiguous, the full distance matrix (cdist), argmin, a one-hot
+    (N, K) assignment matrix filled by ``scatter_``, the codes and the EMA statistics as matrix
+    products with it (van den Oord et al. 2017, appendix A.1), the batch perplexity from the
+    one-hot mean on every step, and the output permuted back to a contiguous (B, D, *S) tensor.
+    Codebook and EMA sums start normal-random, the cluster sizes at zero, as in the port.
 
-    Returns ``(quantized (B, D, *S), commitment loss β·||z - sg[e]||², indices (B, *S))``.
+    Returns ``(quantized (B, D, *S), commitment loss β·||z - sg[e]||², indices (B, *S))``; the
+    perplexity is kept in ``last_perplexity``.
     """
 
     def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, beta: float = 0.25):
@@ -211,15 +216,19 @@ class PlainEMAQuantizer(nn.Module):
         self.register_buffer("codebook", codebook)
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed_sum", codebook.clone())
+        self.last_perplexity = torch.zeros(())
 
     def assign(self, flat: Tensor) -> Tensor:
         """(N, D) -> (N,) index of the nearest code."""
         return torch.cdist(flat, self.codebook).argmin(dim=1)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        flat = z.movedim(1, -1).reshape(-1, self.dim)  # (N, D)
+        dims = list(range(z.dim()))
+        inputs = z.permute(0, *dims[2:], 1).contiguous()  # (B, *S, D)
+        flat = inputs.view(-1, self.dim)  # (N, D)
         indices = self.assign(flat.detach())  # (N,)
-        one_hot = F.one_hot(indices, self.codebook_size).to(flat.dtype)  # (N, K)
+        one_hot = torch.zeros(flat.shape[0], self.codebook_size, device=z.device)
+        one_hot.scatter_(1, indices[:, None], 1)  # (N, K)
         codes = one_hot @ self.codebook  # (N, D)
         if self.training:
             with torch.no_grad():
@@ -230,5 +239,7 @@ class PlainEMAQuantizer(nn.Module):
                 self.codebook.copy_(self.embed_sum / size[:, None])
         loss = self.beta * F.mse_loss(flat, codes.detach())
         quantized = flat + (codes - flat).detach()  # straight-through
-        out_shape = (z.shape[0], *z.shape[2:], self.dim)
-        return quantized.reshape(out_shape).movedim(-1, 1), loss, indices.reshape(out_shape[:-1])
+        probs = one_hot.mean(0)
+        self.last_perplexity = torch.exp(-torch.sum(probs * torch.log(probs + 1e-10)))
+        out = quantized.view(inputs.shape).permute(0, -1, *range(1, z.dim() - 1)).contiguous()
+        return out, loss, indices.view(inputs.shape[:-1])

@@ -1,35 +1,44 @@
-"""Training-step throughput of the Sonnet-example VQ-VAE: ours vs a plain reference vs the same
-network without a quantizer (the floor), side by side in one run; plus test PSNR after the same
-number of MNIST steps for ours and plain ("no quality traded for speed").
+"""Training-step throughput of the Sonnet-example VQ-VAE: ours vs the same network with the
+quantizer taken out (the floor) vs a plain reference written the way the public PyTorch port
+does it, side by side in one run; plus test PSNR after the same number of MNIST steps for ours
+and plain ("no quality traded for speed").
 
     python benchmarks/train_speed.py --threads 2 \
         --data mnist:../shared/data/mnist --quality-steps 1000
     python benchmarks/train_speed.py --quick                  # tiny shapes, a smoke test
 
-Network (both): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 512, EMA decay
+Network (all): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 512, EMA decay
 0.99, β = 0.25, downsample 4 (van den Oord et al. 2017, sec. 4.1, as in Sonnet's example).
 
 - ``ours``: ``vqvae.models.VQVAE`` (the shipped quantizer defaults: k-means init on the first
-  batch, dead-code reset), one step = ``training_losses`` → backward → AdamW step (fused, as
-  in the library's loop).
+  batch, dead-code reset), one step = ``training_losses`` → backward → the optimiser of the
+  library's loop (AdamW, fused, no weight decay), in a process with the loop's memory setting
+  (``vqvae.training.keep_freed_memory``, which ``fit`` applies).
+- ``floor``: ours with the quantizer taken out: the same encoder, decoder, loss, optimiser and
+  process; the decoder gets the encoder output in the channels-last layout ours's quantizer
+  hands it. ``ours / floor`` is what the quantizer and its EMA/health bookkeeping cost.
 - ``plain``: the same convolutions written with ``torch.nn`` here and
-  ``_timing.PlainEMAQuantizer`` (cdist/argmin/one-hot); loss = MSE / data variance + β·commitment.
-- ``floor``: ``plain`` with the quantizer taken out (encoder → 1×1 conv to D → decoder) and
-  ours's optimiser (fused AdamW); its decoder input gets the channels-last layout the
-  quantizers' output has (``--floor-layout``).
-- ``ours_fit`` (opt-in, ``--impls ours plain floor ours_fit``): ours stepped by the library's
-  own loop ``vqvae.training.fit`` (its optimiser, grad clipping, checks, health, logging).
+  ``_timing.PlainEMAQuantizer`` (the port's quantizer: permutes, cdist/argmin, one-hot
+  matrices, perplexity every step), loss = MSE / data variance + β·commitment, ``torch.optim.Adam``
+  with its defaults as in the port, in a process with the default allocator.
+- ``plain_kept`` (reported alongside): ``plain`` in ours's process, i.e. with our memory
+  setting, to separate what the setting gains from what the quantizer gains.
+- ``ours_fit`` (opt-in, ``--impls ours floor plain ours_fit``): ours stepped by the library's
+  own loop ``vqvae.training.fit`` (grad clipping, checks, health, logging).
 
-The parameter counts of ours and plain are printed and must be equal. Throughput: batch size /
-median step time over ``--rounds`` × ``--repeats`` interleaved steps of random images. Quality
-(with ``--data``): ours trains with the library's loop (``vqvae.training.fit``, the shipped
-MNIST schedule), plain with a constant-rate AdamW loop; both ``--quality-steps`` steps of batch
-128, then test PSNR (ours: ``reconstruction_metrics``; plain: its own, from the mean MSE).
-Writes ``benchmarks/results/train_speed.json`` (rows: shape, impl, images_per_s, psnr).
+Every round starts one fresh process per memory setting (``--rounds`` of them, the order
+alternating); inside a process the implementations' steps are interleaved. Throughput: batch
+size / median step time over all rounds. The parameter counts of ours, floor and plain are
+printed and must be equal (the floor has the quantizer's 0 trainable parameters fewer: none).
+Quality (with ``--data``): ours trains with the library's loop (``vqvae.training.fit``, the
+shipped MNIST schedule), plain with its own constant-rate Adam loop; both ``--quality-steps``
+steps of batch 128, then test PSNR. Writes ``benchmarks/results/train_speed.json`` (rows:
+shape, impl, images_per_s, psnr).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -49,8 +58,12 @@ from vqvae.quantizers import QuantizerConfig  # noqa: E402
 HIDDEN, RES_HIDDEN, RES_BLOCKS, DIM, K, DECAY, BETA = 128, 32, 2, 64, 512, 0.99, 0.25
 SHAPES = [("28x28x1 b128", 28, 1, 128), ("32x32x3 b32", 32, 3, 32)]
 QUICK_SHAPES = [("8x8x1 b4", 8, 1, 4)]
-IMPLS = ("ours", "plain", "floor")
+IMPLS = ("ours", "floor", "plain")
 OPTIONAL_IMPLS = ("ours_fit",)  # opt-in: ours inside the library's whole training loop
+# The process each implementation is timed in: "kept" applies the library loop's memory
+# setting (vqvae.training.keep_freed_memory), "default" leaves the allocator as it is.
+PROCESS = {"ours": "kept", "floor": "kept", "plain_kept": "kept", "ours_fit": "kept"}
+PROCESS["plain"] = "default"
 LR = 1e-3
 
 
@@ -76,18 +89,11 @@ class PlainResidualStack(nn.Module):
 
 
 class PlainVQVAE(nn.Module):
-    """Sonnet-example VQ-VAE for downsample 4; ``quantize=False`` gives the floor network."""
+    """Sonnet-example VQ-VAE for downsample 4, written plainly, with the port's quantizer."""
 
-    def __init__(
-        self,
-        channels: int,
-        data_variance: float = 1.0,
-        quantize: bool = True,
-        channels_last_codes: bool = True,
-    ):
+    def __init__(self, channels: int, data_variance: float = 1.0):
         super().__init__()
         self.data_variance = data_variance
-        self.channels_last_codes = channels_last_codes
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, HIDDEN // 2, 4, stride=2, padding=1),  # (B, 64, H/2, W/2)
             nn.ReLU(),
@@ -97,7 +103,7 @@ class PlainVQVAE(nn.Module):
             PlainResidualStack(),
         )
         self.pre_quantize = nn.Conv2d(HIDDEN, DIM, 1)  # (B, D, H/4, W/4)
-        self.quantizer = T.PlainEMAQuantizer(K, DIM, DECAY, BETA) if quantize else None
+        self.quantizer = T.PlainEMAQuantizer(K, DIM, DECAY, BETA)
         self.decoder = nn.Sequential(
             nn.Conv2d(DIM, HIDDEN, 3, padding=1),
             PlainResidualStack(),
@@ -108,18 +114,26 @@ class PlainVQVAE(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Images in [0, 1] -> (reconstruction in [0, 1] unclamped, training loss)."""
-        z = self.pre_quantize(self.encoder(x - 0.5))
-        vq_loss = z.new_zeros(())
-        if self.quantizer is not None:
-            z, vq_loss, _ = self.quantizer(z)
-        elif self.channels_last_codes:
-            # The quantizers (ours and plain) hand the decoder a (B, h, w, D) tensor viewed as
-            # (B, D, h, w), i.e. channels-last strides, and the decoder's convolutions then run
-            # channels-last (about 10% faster on a 1-thread AVX-512 CPU). The floor feeds its
-            # decoder the same layout, so that it differs from them only by the quantizer.
-            z = z.contiguous(memory_format=torch.channels_last)
+        z, vq_loss, _ = self.quantizer(self.pre_quantize(self.encoder(x - 0.5)))
         x_hat = self.decoder(z) + 0.5
         return x_hat, F.mse_loss(x_hat, x) / self.data_variance + vq_loss
+
+
+class OursWithoutQuantizer(nn.Module):
+    """The floor: ``model`` (ours) with its quantizer taken out. The same encoder, decoder and
+    loss; the decoder gets the encoder output in the channels-last layout (B, h, w, D) that the
+    quantizer hands it, copied as the quantizer copies it."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        c = self.model.config
+        target = c.target(x)
+        z = self.model.encoder(target - 0.5).contiguous(memory_format=torch.channels_last)
+        out = self.model.decoder(z)
+        return c.to_images(out), c.reconstruction_loss(out, target)[1]
 
 
 def trainable(model: nn.Module) -> int:
@@ -141,12 +155,22 @@ def build_ours(size: int, channels: int, data_variance: float = 1.0) -> VQVAE:
     return VQVAE(config)
 
 
+def build(impl: str, size: int, channels: int) -> nn.Module:
+    if impl in ("ours", "ours_fit"):
+        return build_ours(size, channels)
+    if impl == "floor":
+        return OursWithoutQuantizer(build_ours(size, channels))
+    return PlainVQVAE(channels)  # plain, plain_kept
+
+
 # --- throughput ----------------------------------------------------------------------------------
-def training_step(model: nn.Module, x: Tensor, fused: bool):
-    """One step: loss → backward → AdamW. ``fused``: the optimiser the library's loop uses
-    (ours, and the floor, so it stays the same network and optimiser minus the quantizer);
-    the plain reference keeps torch's default, as the public ports do."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=fused)
+def training_step(model: nn.Module, x: Tensor):
+    """One step: loss → backward → optimiser step. Ours and the floor: the library loop's
+    optimiser (AdamW, fused, no weight decay); plain: ``torch.optim.Adam`` as the port has it."""
+    if isinstance(model, PlainVQVAE):
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
     model.train()
     ours = isinstance(model, VQVAE)
 
@@ -176,32 +200,66 @@ def loop_steps(model: VQVAE, x: Tensor):
     return run
 
 
+def measure(case: dict) -> dict:
+    """Child side: one process, one memory setting; the step times of its implementations,
+    interleaved, and their trainable parameter counts."""
+    torch.set_num_threads(case["threads"])
+    if case["process"] == "kept":
+        from vqvae.training import keep_freed_memory
+
+        keep_freed_memory()
+    torch.manual_seed(0)
+    size, channels, batch = case["size"], case["channels"], case["batch"]
+    x = torch.rand(batch, channels, size, size)
+    models = {impl: build(impl, size, channels) for impl in case["impls"]}
+    steps = {i: training_step(m, x) for i, m in models.items() if i not in OPTIONAL_IMPLS}
+    runs = {i: loop_steps(m, x) for i, m in models.items() if i in OPTIONAL_IMPLS}
+    times = T.interleaved(steps, case["rounds"], case["repeats"], case["warmup"], runs)
+    return {"times": times, "parameters": {i: trainable(m) for i, m in models.items()}}
+
+
 def throughput(shapes, args) -> list[dict]:
+    impls = [*args.impls, *(["plain_kept"] if "plain" in args.impls else [])]
+    groups: dict[str, list[str]] = {}
+    for impl in impls:
+        groups.setdefault(PROCESS[impl], []).append(impl)
     rows = []
     for name, size, channels, batch in shapes:
-        torch.manual_seed(0)
-        x = torch.rand(batch, channels, size, size)
-        models = {
-            "ours": build_ours(size, channels),
-            "plain": PlainVQVAE(channels),
-            "floor": PlainVQVAE(channels, quantize=False, channels_last_codes=args.floor_cl),
-            "ours_fit": build_ours(size, channels),
-        }
-        counts = {impl: trainable(m) for impl, m in models.items()}
+        times: dict[str, list[float]] = {impl: [] for impl in impls}
+        counts: dict[str, int] = {}
+        for r in range(args.rounds):
+            order = list(groups) if r % 2 == 0 else list(reversed(groups))
+            for process in order:
+                case = {
+                    "process": process,
+                    "impls": groups[process],
+                    "size": size,
+                    "channels": channels,
+                    "batch": batch,
+                    "threads": args.threads,
+                    "rounds": args.inner_rounds,
+                    "repeats": args.repeats,
+                    "warmup": args.warmup,
+                }
+                result = T.run_child(__file__, case)
+                if "times" not in result:
+                    raise SystemExit(f"{name}, {process} process: {result}")
+                for impl, seconds in result["times"].items():
+                    times[impl] += seconds
+                counts.update(result["parameters"])
         print(f"{name}: trainable parameters {counts}")
-        if counts["ours"] != counts["plain"]:
+        if len({counts[i] for i in impls}) != 1:
             raise SystemExit(f"parameter counts differ: {counts} (not the same network)")
-        steps = {i: training_step(models[i], x, i != "plain") for i in args.impls if i in IMPLS}
-        runs = {i: loop_steps(models[i], x) for i in args.impls if i in OPTIONAL_IMPLS}
-        times = T.interleaved(steps, args.rounds, args.repeats, args.warmup, runs)
-        for impl, seconds in times.items():
-            ms = T.median_ms(seconds)
+        for impl in impls:
+            ms = T.median_ms(times[impl])
             rows.append(
                 {
                     "shape": name,
                     "impl": impl,
                     "images_per_s": round(batch / (ms / 1000.0), 1),
                     "median_ms": round(ms, 3),
+                    "steps_timed": len(times[impl]),
+                    "allocator": PROCESS[impl],
                     "psnr": None,
                     "parameters": counts[impl],
                 }
@@ -211,7 +269,7 @@ def throughput(shapes, args) -> list[dict]:
 
 # --- quality after the same number of steps ------------------------------------------------------
 def train_plain(model: PlainVQVAE, images: Tensor, steps: int, batch: int, seed: int) -> None:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=g)
     position = 0
@@ -264,7 +322,8 @@ def quality(spec: str, steps: int, batch: int = 128, seed: int = 0) -> dict[str,
 
 def table(rows: list[dict]) -> str:
     by = {(r["shape"], r["impl"]): r for r in rows}
-    impls = [i for i in IMPLS + OPTIONAL_IMPLS if any(r["impl"] == i for r in rows)]
+    present = {r["impl"] for r in rows}
+    impls = [i for i in (*IMPLS, "plain_kept", *OPTIONAL_IMPLS) if i in present]
     body = []
     for shape in dict.fromkeys(r["shape"] for r in rows):
 
@@ -274,14 +333,17 @@ def table(rows: list[dict]) -> str:
         def psnr(impl, shape=shape):
             return by.get((shape, impl), {}).get("psnr")
 
-        ratios = [T.ratio(ips("ours"), ips("floor")), T.ratio(ips("ours"), ips("plain"))]
+        ratios = [T.ratio(ips("ours"), ips(i)) for i in ("floor", "plain", "plain_kept")]
         body.append([shape, *(ips(i) for i in impls), *ratios, psnr("ours"), psnr("plain")])
-    headers = ["shape", *(f"{i} img/s" for i in impls), "ours/floor", "ours/plain"]
-    return T.markdown_table(headers + ["PSNR ours", "PSNR plain"], body)
+    headers = [*(f"{i} img/s" for i in impls), "ours/floor", "ours/plain", "ours/plain_kept"]
+    return T.markdown_table(["shape", *headers, "PSNR ours", "PSNR plain"], body)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = T.benchmark_parser(__doc__, "train_speed.json", repeats=10, warmup=3, rounds=3)
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == T.CHILD_FLAG:
+        print(json.dumps(measure(json.loads(sys.argv[2]))))
+        return 0
+    parser = T.benchmark_parser(__doc__, "train_speed.json", repeats=10, warmup=3, rounds=4)
     parser.add_argument(
         "--impls",
         nargs="+",
@@ -290,15 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ours_fit (opt-in): ours stepped by the library's training loop",
     )
     parser.add_argument(
-        "--floor-layout",
-        choices=["channels-last", "nchw"],
-        default="channels-last",
-        help="layout of the floor's decoder input (default: the one the quantizers produce)",
+        "--inner-rounds", type=int, default=2, help="interleaved rounds inside each process"
     )
     parser.add_argument("--data", help="data spec for the quality check, e.g. mnist:DIR")
     parser.add_argument("--quality-steps", type=int, default=1000, help="steps of each model")
     args = T.parse_benchmark_args(parser, argv)
-    args.floor_cl = args.floor_layout == "channels-last"
+    if args.quick:
+        args.inner_rounds = 1
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rows = throughput(shapes, args)

@@ -32,8 +32,17 @@ def test_chunking_gives_same_answer():
     g = torch.Generator().manual_seed(1)
     z, codebook = torch.randn(1000, 8, generator=g), torch.randn(300, 8, generator=g)
     full, _ = nearest_code(z, codebook)
-    chunked, _ = nearest_code(z, codebook, max_elements=300 * 7)  # 7 rows per chunk
+    chunked, _ = nearest_code(z, codebook, max_elements=300 * 7)  # MIN_ROWS (256) rows a chunk
     assert torch.equal(full, chunked)
+
+
+def test_cpu_convolution_product_equals_the_matrix_product():
+    # float32 on CPU runs the product as a 1×1 convolution (oneDNN); float64 as torch.addmm.
+    g = torch.Generator().manual_seed(2)
+    z, codebook = torch.randn(777, 64, generator=g), torch.randn(512, 64, generator=g)
+    conv, _ = nearest_code(z, codebook)
+    exact, _ = nearest_code(z.double(), codebook.double())
+    assert torch.equal(conv, exact)
 
 
 def test_rejects_mismatched_shapes():

@@ -1,5 +1,6 @@
 """The training loop, batches and checkpoints shared by every model."""
 
+from vqvae.training.allocator import keep_freed_memory
 from vqvae.training.batches import ShuffledBatches
 from vqvae.training.checkpoint import (
     latest_checkpoint,
@@ -17,6 +18,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "fit",
+    "keep_freed_memory",
     "latest_checkpoint",
     "learning_rate",
     "load_checkpoint",

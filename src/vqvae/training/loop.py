@@ -34,6 +34,7 @@ from tqdm import tqdm
 from vqvae import distributed
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.metrics import CodebookHealth
+from vqvae.training.allocator import keep_freed_memory
 from vqvae.training.batches import ShuffledBatches
 from vqvae.training.checkpoint import (
     capture_rng,
@@ -70,6 +71,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     health_window: int = 0  # steps in the codebook-health window; 0 = one epoch
     skip_nonfinite: bool = False  # skip a batch with a NaN/inf loss or gradient instead of stopping
+    # glibc malloc keeps freed memory for the next step (training.allocator: ~15% shorter CPU
+    # steps); process-wide, so off for a process that must hand memory back between steps.
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -189,6 +193,8 @@ def fit(
 
     ``on_step(step, model)`` is called on every rank after each optimisation step.
     """
+    if config.keep_freed_memory:
+        keep_freed_memory()
     main = distributed.is_main_process()
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
