@@ -174,12 +174,18 @@ class CodebookQuantizer(Quantizer):
         return self.dead_code_threshold * per_step / self.codebook_size
 
     def _remember(self, flat: Tensor) -> None:
-        """Add a random subset of this batch's encoder outputs to the recent pool."""
+        """Add an evenly spread subset of this batch's encoder outputs to the recent pool: every
+        s-th row from an offset that moves on each call. Rows run over (batch item, position)
+        and batches are shuffled, so this samples the batch as a random subset would, without
+        drawing one (a view, not a gather)."""
         if self.dead_code_threshold <= 0:
             return
         capacity = self.recent.shape[0]
         n = min(flat.shape[0], max(1, capacity // 4))
-        rows = flat[torch.randperm(flat.shape[0], device=flat.device)[:n]]  # (n, D)
+        stride = flat.shape[0] // n
+        self._remember_calls = getattr(self, "_remember_calls", -1) + 1
+        offset = self._remember_calls % stride
+        rows = flat[offset : offset + n * stride : stride]  # (n, D)
         slots = (self.recent_seen + torch.arange(n, device=flat.device)) % capacity
         self.recent[slots] = rows.to(self.recent.dtype)
         self.recent_seen += n
@@ -192,15 +198,15 @@ class CodebookQuantizer(Quantizer):
         below = self._dead_below(per_step)
         dead = torch.nonzero(self.usage < below).squeeze(1)  # (n_dead,), the same on every rank
         n_dead = dead.numel()
-        filled = min(int(self.recent_seen), self.recent.shape[0]) if n_dead else 0
+        seen = int(self.recent_seen) if n_dead else 0
+        filled = min(seen, self.recent.shape[0])
         if filled == 0:
             return
-        pool = self.recent[:filled]  # (P, D)
-        if n_dead <= len(pool):  # distinct vectors, so revived codes do not coincide
-            pick = torch.randperm(len(pool), device=pool.device)[:n_dead]
+        if n_dead <= filled:  # the latest distinct entries, so revived codes do not coincide
+            slots = (seen - n_dead + torch.arange(n_dead, device=dead.device)) % filled
         else:
-            pick = torch.randint(len(pool), (n_dead,), device=pool.device)
-        vectors = broadcast(pool[pick].contiguous())  # rank 0's choice for everyone
+            slots = torch.randint(filled, (n_dead,), device=dead.device)
+        vectors = broadcast(self.recent[slots])  # rank 0's pool entries for every rank
         self._set_codes(dead, vectors)
         # A fresh code starts at e·threshold: never chosen, it falls below the threshold after
         # about one usage window (d^(1/(1-d)) ≈ 1/e), so a stranded code is replaced within
@@ -287,7 +293,8 @@ class EMAVectorQuantizer(CodebookQuantizer):
     @torch.no_grad()
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
         # Keep the EMA statistics consistent with the new codes: m_i = e_i · N_i.
-        self.codebook[which] = vectors.to(self.codebook.dtype)
-        size = self.cluster_size[which].clamp_min(1.0)
+        vectors = vectors.to(self.codebook.dtype)
+        self.codebook[which] = vectors
+        size = self.cluster_size[which].clamp_min_(1.0)
         self.cluster_size[which] = size
-        self.embed_sum[which] = self.codebook[which] * size[:, None]
+        self.embed_sum[which] = vectors * size[:, None]
