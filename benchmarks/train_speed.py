@@ -25,6 +25,9 @@ Network (all): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 51
   setting, to separate what the setting gains from what the quantizer gains.
 - ``ours_fit`` (opt-in, ``--impls ours floor plain ours_fit``): ours stepped by the library's
   own loop ``vqvae.training.fit`` (grad clipping, checks, health, logging).
+- ``ours_search_only`` (opt-in, a cost breakdown): ours with the quantizer's state updates
+  switched off (no EMA statistics, usage, recent pool or dead-code reset; the codebook stays
+  fixed): what the search, the straight-through estimator and the losses alone cost.
 
 Every round starts one fresh process per memory setting (``--rounds`` of them, the order
 alternating); inside a process the implementations' steps are interleaved. Throughput: batch
@@ -59,10 +62,12 @@ HIDDEN, RES_HIDDEN, RES_BLOCKS, DIM, K, DECAY, BETA = 128, 32, 2, 64, 512, 0.99,
 SHAPES = [("28x28x1 b128", 28, 1, 128), ("32x32x3 b32", 32, 3, 32)]
 QUICK_SHAPES = [("8x8x1 b4", 8, 1, 4)]
 IMPLS = ("ours", "floor", "plain")
-OPTIONAL_IMPLS = ("ours_fit",)  # opt-in: ours inside the library's whole training loop
+# opt-in: ours inside the library's whole training loop; ours without codebook state updates
+OPTIONAL_IMPLS = ("ours_fit", "ours_search_only")
 # The process each implementation is timed in: "kept" applies the library loop's memory
 # setting (vqvae.training.keep_freed_memory), "default" leaves the allocator as it is.
 PROCESS = {"ours": "kept", "floor": "kept", "plain_kept": "kept", "ours_fit": "kept"}
+PROCESS["ours_search_only"] = "kept"
 PROCESS["plain"] = "default"
 LR = 1e-3
 
@@ -158,6 +163,12 @@ def build_ours(size: int, channels: int, data_variance: float = 1.0) -> VQVAE:
 def build(impl: str, size: int, channels: int) -> nn.Module:
     if impl in ("ours", "ours_fit"):
         return build_ours(size, channels)
+    if impl == "ours_search_only":
+        model = build_ours(size, channels)
+        model.quantizer.initialized.fill_(1.0)  # no k-means init either: the codebook stays
+        model.quantizer._prepare_codebook = lambda flat: None
+        model.quantizer._record = lambda flat, indices, counts: None
+        return model
     if impl == "floor":
         return OursWithoutQuantizer(build_ours(size, channels))
     return PlainVQVAE(channels)  # plain, plain_kept
@@ -212,8 +223,8 @@ def measure(case: dict) -> dict:
     size, channels, batch = case["size"], case["channels"], case["batch"]
     x = torch.rand(batch, channels, size, size)
     models = {impl: build(impl, size, channels) for impl in case["impls"]}
-    steps = {i: training_step(m, x) for i, m in models.items() if i not in OPTIONAL_IMPLS}
-    runs = {i: loop_steps(m, x) for i, m in models.items() if i in OPTIONAL_IMPLS}
+    steps = {i: training_step(m, x) for i, m in models.items() if i != "ours_fit"}
+    runs = {i: loop_steps(m, x) for i, m in models.items() if i == "ours_fit"}
     times = T.interleaved(steps, case["rounds"], case["repeats"], case["warmup"], runs)
     return {"times": times, "parameters": {i: trainable(m) for i, m in models.items()}}
 
@@ -324,6 +335,7 @@ def table(rows: list[dict]) -> str:
     by = {(r["shape"], r["impl"]): r for r in rows}
     present = {r["impl"] for r in rows}
     impls = [i for i in (*IMPLS, "plain_kept", *OPTIONAL_IMPLS) if i in present]
+    extra = [i for i in OPTIONAL_IMPLS if i in present]
     body = []
     for shape in dict.fromkeys(r["shape"] for r in rows):
 
@@ -334,8 +346,10 @@ def table(rows: list[dict]) -> str:
             return by.get((shape, impl), {}).get("psnr")
 
         ratios = [T.ratio(ips("ours"), ips(i)) for i in ("floor", "plain", "plain_kept")]
+        ratios += [T.ratio(ips(i), ips("floor")) for i in extra]
         body.append([shape, *(ips(i) for i in impls), *ratios, psnr("ours"), psnr("plain")])
     headers = [*(f"{i} img/s" for i in impls), "ours/floor", "ours/plain", "ours/plain_kept"]
+    headers += [f"{i}/floor" for i in extra]
     return T.markdown_table(["shape", *headers, "PSNR ours", "PSNR plain"], body)
 
 
@@ -349,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=IMPLS + OPTIONAL_IMPLS,
         default=list(IMPLS),
-        help="ours_fit (opt-in): ours stepped by the library's training loop",
+        help="opt-in: ours_fit (ours in the library's training loop), ours_search_only",
     )
     parser.add_argument(
         "--inner-rounds", type=int, default=2, help="interleaved rounds inside each process"

@@ -37,7 +37,7 @@ def test_quantizer_speed_rows(tmp_path):
         assert r["median_ms"] > 0 and not r["oom"]
 
 
-@pytest.mark.parametrize("impl", ["ours", "vqp", "plain", "matmul"])
+@pytest.mark.parametrize("impl", ["ours", "vqp", "plain", "matmul", "conv"])
 def test_quantizer_speed_steps_run(impl):
     if impl == "vqp":
         pytest.importorskip("vector_quantize_pytorch")
@@ -49,7 +49,7 @@ def test_quantizer_speed_steps_run(impl):
 
 
 def test_train_speed_rows(tmp_path):
-    impls = ["ours", "plain", "floor", "ours_fit"]
+    impls = ["ours", "plain", "floor", "ours_fit", "ours_search_only"]
     rows = run_quick("train_speed.py", tmp_path / "t.json", "--impls", *impls)
     # plain is also timed in ours's process (plain_kept): our allocator setting without our code
     assert sorted(r["impl"] for r in rows) == sorted([*impls, "plain_kept"])

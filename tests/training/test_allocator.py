@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from vqvae.training import keep_freed_memory
 
@@ -50,3 +51,19 @@ def test_a_training_step_stops_faulting_in_fresh_pages():
 
 def test_is_idempotent():
     assert keep_freed_memory() == keep_freed_memory()
+
+
+def test_the_training_config_switches_it(monkeypatch):
+    from vqvae.configs import from_dict, merge_overrides
+    from vqvae.training import TrainConfig, loop
+
+    config = from_dict(TrainConfig, merge_overrides({}, ["keep_freed_memory=false"]))
+    assert config.keep_freed_memory is False
+    calls = []
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(1))
+    model = torch.nn.Linear(2, 2)  # no batches: fit stops right after the setting
+    with pytest.raises(AttributeError):
+        loop.fit(model, None, config, show_progress=False)
+    with pytest.raises(AttributeError):
+        loop.fit(model, None, TrainConfig(steps=1), show_progress=False)
+    assert calls == [1]  # only the default config applied it
