@@ -87,6 +87,7 @@ class CodebookQuantizer(Quantizer):
         capacity = recent_size or max(2 * codebook_size, 4096)
         self.register_buffer("recent", torch.zeros(capacity, dim), persistent=False)
         self.register_buffer("recent_seen", torch.zeros((), dtype=torch.long), persistent=False)
+        self._remember_calls = 0  # moves the offset of the rows each training step remembers
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -183,8 +184,8 @@ class CodebookQuantizer(Quantizer):
         capacity = self.recent.shape[0]
         n = min(flat.shape[0], max(1, capacity // 4))
         stride = flat.shape[0] // n
-        self._remember_calls = getattr(self, "_remember_calls", -1) + 1
         offset = self._remember_calls % stride
+        self._remember_calls += 1
         rows = flat[offset : offset + n * stride : stride]  # (n, D)
         slots = (self.recent_seen + torch.arange(n, device=flat.device)) % capacity
         self.recent[slots] = rows.to(self.recent.dtype)
