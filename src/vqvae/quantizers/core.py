@@ -88,6 +88,7 @@ class _Scores:
             codebook.device.type == "cpu"
             and codebook.dtype == torch.float32
             and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled  # off: convolutions fall back to a slow kernel
         )
         if self.as_conv:  # K filters of D channels, 1×1
             self.filters = (codebook * -2.0).reshape(*codebook.shape, 1, 1)
