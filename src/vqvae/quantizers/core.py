@@ -83,7 +83,7 @@ class _Scores:
 
     def __init__(self, codebook: Tensor) -> None:
         self.codebook = codebook
-        self.codes_sq = codebook.pow(2).sum(1)  # (K,)
+        self.codes_sq = torch.linalg.vecdot(codebook, codebook)  # (K,) ||e||²
         self.as_conv = (
             codebook.device.type == "cpu"
             and codebook.dtype == torch.float32
@@ -124,4 +124,4 @@ def _row_min(distances: Tensor) -> tuple[Tensor, Tensor]:
     groups = distances.view(n, k // GROUP, GROUP)
     best, group = groups.amin(dim=2).min(dim=1)  # (n,), (n,)
     inside = groups[torch.arange(n, device=distances.device), group].argmin(dim=1)  # (n,)
-    return best, group * GROUP + inside
+    return best, torch.add(inside, group, alpha=GROUP)
