@@ -4,6 +4,8 @@ reference, next to the bare distance matrix product, side by side in one run.
     pip install -e '.[bench]'
     python benchmarks/quantizer_speed.py --threads 2              # the four configs below
     python benchmarks/quantizer_speed.py --quick                  # tiny shapes, a smoke test
+    python benchmarks/quantizer_speed.py --large --impls ours --rounds 1 \
+        --out benchmarks/results/quantizer_speed_large.json       # K = 65,536
 
 Implementations, all EMA codebooks (decay 0.99, β = 0.25, straight-through, same K and D), in
 training mode; one step = forward, loss = mean(z_q²) + quantizer loss, backward:
@@ -47,6 +49,8 @@ CONFIGS = [
     ("65536x256 K=16384", (64, 256, 32, 32), 16384),
 ]
 QUICK_CONFIGS = [("4x8x4x4 K=16", (4, 8, 4, 4), 16)]
+# --large: the largest codebook the library aims at (the peers' N×K tensors would need 16 GiB)
+LARGE_CONFIGS = [("65536x64 K=65536", (64, 64, 32, 32), 65536)]
 IMPLS = ("ours", "vqp", "plain", "matmul", "conv")
 DECAY, BETA = 0.99, 0.25
 
@@ -231,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--mem-cap-gib", type=float, default=14.0, help="address-space cap")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per child process")
+    parser.add_argument("--large", action="store_true", help="K = 65,536 instead of the four")
     args = T.parse_benchmark_args(parser, argv)
-    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    configs = QUICK_CONFIGS if args.quick else LARGE_CONFIGS if args.large else CONFIGS
     rows: list[dict] = []
     for name, shape, k in configs:
         rows += run_config(name, shape, k, args)
