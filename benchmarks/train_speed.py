@@ -31,8 +31,8 @@ Network (all): hidden 128, residual hidden 32, 2 residual blocks, D = 64, K = 51
 
 Every round starts one fresh process per memory setting (``--rounds`` of them, the order
 alternating); inside a process the implementations' steps are interleaved. Throughput: batch
-size / median step time over all rounds. The parameter counts of ours, floor and plain are
-printed and must be equal (the floor has the quantizer's 0 trainable parameters fewer: none).
+size / median step time over all rounds. The trainable parameter counts are printed and must
+be equal (an EMA codebook has no trainable parameters, so taking it out removes none).
 Quality (with ``--data``): ours trains with the library's loop (``vqvae.training.fit``, the
 shipped MNIST schedule), plain with its own constant-rate Adam loop; both ``--quality-steps``
 steps of batch 128, then test PSNR. Writes ``benchmarks/results/train_speed.json`` (rows:
