@@ -77,6 +77,19 @@ def test_straight_through_gradient(cls):
     assert torch.equal(g, upstream)  # identity: the gradient at z_q reaches z_e unchanged
 
 
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_one_backward_through_codes_and_commitment(cls):
+    # Straight-through and commitment share one autograd node: both terms, one pass.
+    beta = 0.3
+    vq = make(cls, beta=beta).train()
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    out = vq(z)
+    e = out.quantized.detach()  # exactly the codes
+    upstream = torch.randn_like(out.quantized)
+    (g,) = torch.autograd.grad((out.quantized * upstream).sum() + 3 * out.commitment_loss, z)
+    torch.testing.assert_close(g, upstream + 3 * 2 * beta * (z.detach() - e) / z.numel())
+
+
 def test_ema_buffers_change_only_in_training():
     vq = make(EMAVectorQuantizer)
     assert not any(
