@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vqvae.quantizers import nearest_code
+from vqvae.quantizers.core import nearest_index
 
 
 def numpy_nearest(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -43,6 +44,7 @@ def test_cpu_convolution_product_equals_the_matrix_product():
     conv, _ = nearest_code(z, codebook)
     exact, _ = nearest_code(z.double(), codebook.double())
     assert torch.equal(conv, exact)
+    assert torch.equal(nearest_index(z, codebook), conv)  # the training path: indices only
 
 
 def test_rejects_mismatched_shapes():
