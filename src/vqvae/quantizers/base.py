@@ -139,9 +139,10 @@ class _StraightThroughCommitment(torch.autograd.Function):
     def forward(ctx, z: Tensor, codes: Tensor, beta: float) -> tuple[Tensor, Tensor]:
         diff = z - codes
         flat = diff.reshape(-1)
-        ctx.scale = 2.0 * beta / max(flat.numel(), 1)
+        mean = beta / max(flat.numel(), 1)  # β / numel
+        ctx.scale = 2.0 * mean
         ctx.save_for_backward(diff)
-        return codes, torch.dot(flat, flat) * (beta / max(flat.numel(), 1))
+        return codes, torch.dot(flat, flat) * mean
 
     @staticmethod
     def backward(ctx, grad_quantized: Tensor, grad_commitment: Tensor):
