@@ -1,4 +1,5 @@
-"""nearest_code against an independent NumPy computation."""
+"""nearest_code against an independent NumPy computation, on both searches: the fused native
+kernel (quantizers/native.py, where this machine can build it) and the PyTorch search."""
 
 import numpy as np
 import pytest
@@ -6,8 +7,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqvae.quantizers import nearest_code
+from vqvae.quantizers import native, nearest_code
 from vqvae.quantizers.core import nearest_index
+
+
+@pytest.fixture(params=["native", "torch"], autouse=True)
+def search(request, monkeypatch):
+    """Every test here runs on each search: the native kernel, and PyTorch's (the fallback)."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip("the fused native search cannot be built here (no C++ compiler or OpenMP)")
+    if request.param == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    return request.param
 
 
 def numpy_nearest(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -37,8 +48,9 @@ def test_chunking_gives_same_answer():
     assert torch.equal(full, chunked)
 
 
-def test_cpu_convolution_product_equals_the_matrix_product():
-    # float32 on CPU runs the product as a 1×1 convolution (oneDNN); float64 as torch.addmm.
+def test_cpu_float32_search_equals_the_float64_search():
+    # float32 on CPU: the native kernel, or the product as a 1×1 convolution (oneDNN); float64:
+    # torch.addmm.
     g = torch.Generator().manual_seed(2)
     z, codebook = torch.randn(777, 64, generator=g), torch.randn(512, 64, generator=g)
     conv, _ = nearest_code(z, codebook)

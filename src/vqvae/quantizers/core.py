@@ -6,11 +6,13 @@ added when the distances themselves are asked for. Rows are processed in chunks 
 ``max(max_elements, MIN_ROWS·K)`` distances (N_chunk × K) exist at once: memory stays bounded for
 any N and K (16 MiB per chunk by default; 64 MiB at K = 65,536).
 
-On CPU (float32) the product runs as a 1×1 convolution of the rows, seen as one channels-last
-image of N pixels, with the codes as filters and ||e||² as bias: oneDNN's convolution kernels
-are built for the CPU they run on, and measured here (AMD EPYC, 2 threads) it is 1.3-2.2× faster
-than the BLAS matrix product of the same numbers (``torch.addmm``: MKL), bit for bit the same
-at D = 64. Elsewhere (CUDA, float64) it is ``torch.addmm``.
+On CPU (float32) the search runs in the fused kernel of ``native`` wherever this machine can build
+it: product and row minimum in one pass, no N×K matrix at all. Otherwise (and for float64 or
+CUDA) it runs here. On CPU (float32) the product is then a 1×1 convolution of the rows, seen as
+one channels-last image of N pixels, with the codes as filters and ||e||² as bias: oneDNN's
+convolution kernels are built for the CPU they run on, and measured here (AMD EPYC, 2 threads) it
+is 1.3-2.2× faster than the BLAS matrix product of the same numbers (``torch.addmm``: MKL), bit
+for bit the same at D = 64. Elsewhere (CUDA, float64) it is ``torch.addmm``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from vqvae.quantizers import native
 
 # Row minimum in groups of this many codes (see _row_min); used when it divides K.
 GROUP = 64
@@ -61,6 +65,10 @@ def _search(
         )
     n, k = z.shape[0], codebook.shape[0]
     z = z.to(codebook.dtype)
+    fused = native.search(z, codebook)
+    if fused is not None:
+        indices, best = fused
+        return indices, _add_row_norms(best, z) if with_distances else None
     scores = _Scores(codebook)
     max_elements = DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
     chunk = max(MIN_ROWS, max_elements // max(k, 1))

@@ -1,0 +1,124 @@
+"""The fused native search (quantizers/native.py, nearest.cpp): the same indices as the PyTorch
+search on every shape the tiling has an edge for, first-index ties across register tiles and
+code blocks, any thread count, and a clean fallback when it cannot be built."""
+
+import logging
+
+import pytest
+import torch
+
+from vqvae.quantizers import native
+from vqvae.quantizers.core import nearest_code
+
+needs_kernel = pytest.mark.skipif(
+    native.library() is None,
+    reason="the fused native search cannot be built here (no C++ compiler or OpenMP)",
+)
+
+
+def torch_search(z, codebook):
+    """(indices, min_e ||e||² - 2 z·e) by PyTorch: float64, no expansion trick."""
+    d = torch.cdist(z.double(), codebook.double()).pow(2) - z.double().pow(2).sum(1, keepdim=True)
+    best, indices = d.min(1)
+    return indices, best
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "n, d, k",
+    [
+        (2048, 64, 512),  # the training shape: whole tiles
+        (1001, 64, 500),  # rows not a multiple of the 6-row tile, codes of the 32-code tile
+        (5, 7, 3),  # fewer rows than a tile, fewer codes than a tile
+        (37, 1, 40),  # D = 1
+        (300, 256, 1100),  # more codes than one 256 KiB block (D = 256: 256 codes a block)
+        (0, 8, 16),  # no rows
+    ],
+)
+def test_indices_equal_the_reference(n, d, k):
+    g = torch.Generator().manual_seed(n + d + k)
+    codebook = torch.randn(k, d, generator=g)
+    # Vectors near codes (plus a little noise): an unambiguous nearest code for every row.
+    z = codebook[torch.randint(0, k, (n,), generator=g)] + 0.05 * torch.randn(n, d, generator=g)
+    indices, best = native.search(z, codebook)
+    ref_indices, ref_best = torch_search(z, codebook)
+    assert indices.dtype == torch.int64 and indices.shape == (n,)
+    assert torch.equal(indices, ref_indices)
+    torch.testing.assert_close(best.double(), ref_best, rtol=1e-4, atol=1e-3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("block_bytes", [native.BLOCK_BYTES, 32 * 4 * 8])  # one block; 32 codes
+def test_ties_go_to_the_first_code_across_tiles_and_blocks(monkeypatch, block_bytes):
+    monkeypatch.setattr(native, "BLOCK_BYTES", block_bytes)
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.randn(200, 8, generator=g)
+    codebook[150] = codebook[3]  # the same code in another tile and (small blocks) block
+    codebook[20] = codebook[17]  # the same code twice in one tile
+    z = torch.stack([codebook[3], codebook[150], codebook[17], codebook[20], torch.zeros(8)])
+    z = z + 1e-4 * torch.randn(5, 8, generator=g)
+    indices, _ = native.search(z, codebook)
+    ref_indices, _ = torch_search(z, codebook)
+    assert indices[:4].tolist() == [3, 3, 17, 17]
+    assert indices[4] == ref_indices[4]
+
+
+@needs_kernel
+def test_every_thread_count_gives_the_same_answer():
+    g = torch.Generator().manual_seed(1)
+    z, codebook = torch.randn(997, 32, generator=g), torch.randn(700, 32, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.search(z, codebook)
+        torch.set_num_threads(2)
+        two = native.search(z, codebook)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+@needs_kernel
+def test_non_contiguous_input_is_searched_as_its_values():
+    g = torch.Generator().manual_seed(2)
+    z, codebook = torch.randn(64, 100, generator=g), torch.randn(50, 64, generator=g)
+    indices, _ = native.search(z.t()[:100], codebook)  # (100, 64) transposed view
+    assert torch.equal(indices, torch_search(z.t()[:100], codebook)[0])
+
+
+def test_other_dtypes_are_left_to_pytorch():
+    assert native.search(torch.randn(4, 3).double(), torch.randn(5, 3).double()) is None
+
+
+def test_nearest_code_gives_the_same_answer_with_and_without_the_kernel(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    z, codebook = torch.randn(3000, 16, generator=g), torch.randn(512, 16, generator=g)
+    first = nearest_code(z, codebook)
+    monkeypatch.setattr(native, "library", lambda: None)
+    second = nearest_code(z, codebook)
+    assert torch.equal(first[0], second[0])
+    torch.testing.assert_close(first[1], second[1], rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+def test_build_is_cached_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path))
+    built = native.library.__wrapped__()  # a fresh build into an empty cache
+    assert built is not None
+    (path,) = (tmp_path / "kernels").glob("nearest-*.so")
+    stamp = path.stat().st_mtime_ns
+    assert native.library.__wrapped__() is not None  # loaded from the cache, not rebuilt
+    assert path.stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [path.name]  # no temporaries
+
+
+def test_falls_back_when_turned_off_or_the_compiler_fails(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("VQVAE_NATIVE", "0")
+    assert native.library.__wrapped__() is None
+    monkeypatch.setenv("VQVAE_NATIVE", "1")
+    monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    with caplog.at_level(logging.INFO, logger="vqvae.quantizers.native"):
+        assert native.library.__wrapped__() is None
+    assert "using the PyTorch search" in caplog.text
+    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))
