@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vqvae.errors import ConfigError
 from vqvae.quantizers import (
     FSQ,
     CosineVectorQuantizer,
@@ -216,21 +217,40 @@ def test_kmeans_init_beats_random_init_on_clustered_data(name):
 
 
 def test_recent_pool_is_a_transient_buffer_spanning_several_batches():
-    q = build("ema", dead_code_threshold=0.1, recent_size=64).train()
+    q = build("ema", dead_code_threshold=0.1, recent_size=64).train()  # health every 4th step
     saved = set(q.state_dict())
     buffers = dict(q.named_buffers())
-    assert "recent" in buffers and "recent_seen" in buffers  # a checkpoint can carry them
-    assert "recent" not in saved and "recent_seen" not in saved  # a saved model does not
-    batches = [torch.full((1, D, 16), float(i)) for i in range(4)]  # batch i: all values i
+    for name in ("recent", "recent_seen", "steps"):
+        assert name in buffers  # a training checkpoint can carry them
+        assert name not in saved  # a saved model does not
+    batches = [torch.full((1, D, 16), float(i)) for i in range(16)]  # batch i: all values i
     for x in batches:
         q(x)
-    assert int(q.recent_seen) == 4 * 16  # a quarter of the capacity per step
-    assert set(q.recent[:, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}  # the last four batches
+    assert int(q.steps) == 16
+    assert int(q.recent_seen) == 4 * 16  # a quarter of the capacity on every 4th step
+    assert set(q.recent[:, 0].tolist()) == {0.0, 4.0, 8.0, 12.0}  # the last four such batches
+
+
+def test_health_is_looked_after_every_few_steps():
+    q = build("ema", dead_code_threshold=0.5, usage_decay=0.5, health_every=3).train()
+    x = torch.randn(2, D, 8, 8)
+    q(x)  # step 0: k-means init and a health step
+    resets = []
+    q._set_codes = lambda which, vectors: resets.append(int(q.steps) - 1)  # the step resetting
+    q.usage.zero_()  # every code dead from here on
+    for _ in range(7):  # steps 1-7
+        q(x)
+        q.usage.zero_()
+    assert resets == [3, 6]
+    with pytest.raises(ConfigError, match="health_every"):
+        build("ema", health_every=0)
 
 
 def test_dead_threshold_is_a_fraction_of_the_uniform_share():
     # K = 4 codes, N = 100 vectors per step: the uniform share is 25, threshold 0.1 -> 2.5.
-    vq = VectorQuantizer(4, 2, kmeans_init=False, dead_code_threshold=0.1, usage_decay=0.0)
+    vq = VectorQuantizer(
+        4, 2, kmeans_init=False, dead_code_threshold=0.1, usage_decay=0.0, health_every=1
+    )
     book = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [-50.0, -50.0]])
     vq._set_codes(torch.ones(4, dtype=torch.bool), book)
     x = torch.cat([book[0].repeat(60, 1), book[1].repeat(37, 1), book[2].repeat(3, 1)])

@@ -118,35 +118,49 @@ ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def quantize(z: Tensor, codes: Tensor, beta: float, gradient: str) -> tuple[Tensor, Tensor]:
+def quantize(
+    z: Tensor,
+    codes: Tensor,
+    beta: float,
+    gradient: str,
+    diff: Tensor | None = None,
+    sq_sum: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """z (N, D), the codes chosen for it (N, D) -> (z_q, β·||z - sg[codes]||²): z_q has exactly
     the codes' value and carries the ``gradient`` estimator back to z.
 
     Straight-through, the training default, runs as one autograd node
     (:class:`_StraightThroughCommitment`): the same values and gradients as
-    ``straight_through`` plus ``β·mse_loss`` with half the passes over the (N, D) tensors.
+    ``straight_through`` plus ``β·mse_loss`` with half the passes over the (N, D) tensors, or
+    none when the caller has ``diff = z - codes`` and ``sq_sum = Σ diff²`` already (the CPU
+    kernel computes them with the codes).
     """
     if gradient == "ste":
-        return _StraightThroughCommitment.apply(z, codes.detach(), beta)
+        return _StraightThroughCommitment.apply(z, codes.detach(), beta, diff, sq_sum)
     return ESTIMATORS[gradient](z, codes), beta * F.mse_loss(z, codes.detach())
 
 
 class _StraightThroughCommitment(torch.autograd.Function):
-    """forward(z, codes, β) -> (codes, β·mean((z - codes)²)); backward: the gradient at z_q
-    reaches z unchanged, plus the commitment term's 2β(z - codes)/numel."""
+    """forward(z, codes, β[, z - codes, Σ(z - codes)²]) -> (codes, β·mean((z - codes)²));
+    backward: the gradient at z_q reaches z unchanged, plus the commitment term's
+    2β(z - codes)/numel."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, codes: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-        diff = z - codes
-        flat = diff.reshape(-1)
-        mean = beta / max(flat.numel(), 1)  # β / numel
+    def forward(ctx, z, codes, beta, diff=None, sq_sum=None):
+        mean = beta / max(z.numel(), 1)  # β / numel
+        if diff is None:
+            diff = z - codes
+            flat = diff.reshape(-1)
+            commitment = torch.dot(flat, flat) * mean
+        else:
+            commitment = z.new_tensor(sq_sum * mean)
         ctx.scale = 2.0 * mean
         ctx.save_for_backward(diff)
-        return codes, torch.dot(flat, flat) * mean
+        return codes, commitment
 
     @staticmethod
     def backward(ctx, grad_quantized: Tensor, grad_commitment: Tensor):
         (diff,) = ctx.saved_tensors
         # One pass: grad_z = grad_q + (2β / numel) · grad_c · (z - codes)
         grad_z = torch.addcmul(grad_quantized, diff, grad_commitment * ctx.scale)
-        return grad_z, None, None
+        return grad_z, None, None, None, None

@@ -1,19 +1,23 @@
-"""The fused float32 CPU search (``nearest.cpp``), compiled for this machine on first use.
+"""The quantizers' hot loops in C++ (``kernels.cpp``), float32 on CPU, compiled for this machine
+on first use: the fused nearest-code search, and the EMA codebook update.
 
 ``search(z, codebook)`` runs the product and the row minimum in one pass, tile by tile in
 registers, so the N × K score matrix of ``core``'s PyTorch search is never written or read back.
 Measured here (AMD EPYC, 2 threads, `benchmarks/quantizer_speed.py`), it takes 0.33 ms for
 2,048 × 64 against K = 512 where the PyTorch search takes 0.59 ms, and less again inside a
 training step, where the score matrix would first have to be fetched into cache.
+``ema_update`` does the EMA codebook step (statistics, Laplace smoothing, new codes) in one pass
+instead of a dozen small tensor operations, each of which costs more to launch than to run at
+these sizes.
 
 It is built with the system C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) into
 ``$VQVAE_CACHE_DIR`` (default ``~/.cache/vqvae``), keyed by the source, the compiler, this CPU
 and the OpenMP runtime, and loaded with ctypes; building takes well under a second and happens
 once per machine. It is linked to the OpenMP runtime PyTorch has loaded, so it shares PyTorch's
 threads instead of starting its own. Where any of that is missing (no compiler, PyTorch without
-OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, ``search`` returns
-``None`` and ``core`` uses its PyTorch search: the same indices (ties go to the first code in
-both), only slower.
+OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, both return ``None``
+and their callers use PyTorch: the same indices (ties go to the first code in both) and the same
+statistics up to float32 rounding, only slower.
 """
 
 from __future__ import annotations
@@ -36,27 +40,81 @@ from vqvae.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("nearest.cpp")
-VERSION = 1  # vqvae_nearest_version() of the source this module speaks to
+SOURCE = Path(__file__).with_name("kernels.cpp")
+VERSION = 3  # vqvae_kernels_version() of the source this module speaks to
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
 # Codes per block: one block's transposed codes (D × block floats) stay in L2 while every row
 # tile passes over them. 256 KiB measured best here (64 and 1024 KiB: 5-30% slower at K ≥ 8192).
 BLOCK_BYTES = 256 << 10
-TILE = 32  # codes per register tile in nearest.cpp
+TILE = 32  # codes per register tile in kernels.cpp
 
 
 def search(z: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor] | None:
     """z (N, D), codebook (K, D), float32 on CPU -> (indices (N,) int64, min_e ||e||² - 2 z·e
     (N,)), or None when the kernel is unavailable or the inputs are not CPU float32."""
-    if not (
-        z.device.type == codebook.device.type == "cpu"
-        and z.dtype == codebook.dtype == torch.float32
-    ):
+    if not _cpu_float32(z, codebook):
         return None
     kernel = library()
     if kernel is None:
         return None
     return _run(kernel, z, codebook)
+
+
+def gather(
+    z: Tensor, codebook: Tensor, indices: Tensor
+) -> tuple[Tensor, Tensor, Tensor, float] | None:
+    """The chosen codes and what a training step needs of them, in one pass: (codes (N, D),
+    z - codes (N, D), counts (K,) int64, Σ (z - codes)²); None when the kernel is unavailable
+    or the inputs are not CPU float32."""
+    if not _cpu_float32(z, codebook) or indices.dtype != torch.long:
+        return None
+    kernel = library()
+    if kernel is None:
+        return None
+    z, codebook, indices = z.contiguous(), codebook.contiguous(), indices.contiguous()
+    (n, d), k = z.shape, codebook.shape[0]
+    codes, diff = torch.empty(n, d), torch.empty(n, d)
+    counts = torch.empty(k, dtype=torch.long)
+    total = kernel.vqvae_gather(
+        z.data_ptr(), n, codebook.data_ptr(), k, d, indices.data_ptr(),
+        torch.get_num_threads(), codes.data_ptr(), diff.data_ptr(), counts.data_ptr(),
+    )  # fmt: skip
+    return codes, diff, counts, total
+
+
+def _cpu_float32(*tensors: Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def ema_update(
+    flat: Tensor,
+    indices: Tensor,
+    counts: Tensor,
+    decay: float,
+    eps: float,
+    cluster_size: Tensor,
+    embed_sum: Tensor,
+    codebook: Tensor,
+) -> bool:
+    """The EMA codebook step in place (see ``EMAVectorQuantizer``); False, having changed
+    nothing, when the kernel is unavailable or the tensors are not contiguous CPU float32."""
+    state = (flat, counts, cluster_size, embed_sum, codebook)
+    if not (
+        _cpu_float32(*state)
+        and all(t.is_contiguous() for t in state[2:])
+        and indices.dtype == torch.long
+    ):
+        return False
+    kernel = library()
+    if kernel is None:
+        return False
+    flat, indices, counts = flat.contiguous(), indices.contiguous(), counts.contiguous()
+    (n, d), k = flat.shape, codebook.shape[0]
+    kernel.vqvae_ema_update(
+        flat.data_ptr(), indices.data_ptr(), n, counts.data_ptr(), k, d, decay, eps,
+        cluster_size.data_ptr(), embed_sum.data_ptr(), codebook.data_ptr(),
+    )  # fmt: skip
+    return True
 
 
 def _run(kernel: ctypes.CDLL, z: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,7 +159,7 @@ def library() -> ctypes.CDLL | None:
 
 def _unavailable(reason: str, warn: bool = False) -> None:
     report = log.warning if warn else log.info
-    report("fused CPU search off (%s); using the PyTorch search", reason)
+    report("CPU kernels off (%s); using the PyTorch search and EMA update", reason)
     return None
 
 
@@ -131,7 +189,7 @@ def _cache_dir() -> Path:
 
 
 def _build(compiler: str, openmp: str) -> Path:
-    """Compile nearest.cpp unless this machine's build is cached; returns the library's path.
+    """Compile kernels.cpp unless this machine's build is cached; returns the library's path.
     Written to a temporary name and renamed, so concurrent processes never load half a file."""
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
@@ -140,7 +198,7 @@ def _build(compiler: str, openmp: str) -> Path:
     for part in (SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode(), openmp.encode()):
         key.update(part)
     key.update(_cpu_signature().encode())
-    path = _cache_dir() / f"nearest-{key.hexdigest()[:16]}.so"
+    path = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +208,7 @@ def _build(compiler: str, openmp: str) -> Path:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise subprocess.SubprocessError(done.stderr.strip().splitlines()[-1:] or "error")
-    log.info("built the fused CPU search: %s", path)
+    log.info("built the CPU kernels: %s", path)
     return path
 
 
@@ -166,13 +224,18 @@ def _cpu_signature() -> str:
 
 def _load(path: Path) -> ctypes.CDLL:
     kernel = ctypes.CDLL(str(path))
-    if kernel.vqvae_nearest_version() != VERSION:
-        raise OSError(f"{path}: interface version {kernel.vqvae_nearest_version()} != {VERSION}")
+    if kernel.vqvae_kernels_version() != VERSION:
+        raise OSError(f"{path}: interface version {kernel.vqvae_kernels_version()} != {VERSION}")
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     kernel.vqvae_nearest_workspace.argtypes = (i64, i64)
     kernel.vqvae_nearest_workspace.restype = i64
     kernel.vqvae_nearest.argtypes = (p, i64, p, i64, i64, i64, p, ctypes.c_int, p, p)
     kernel.vqvae_nearest.restype = None
+    f32 = ctypes.c_float
+    kernel.vqvae_ema_update.argtypes = (p, p, i64, p, i64, i64, f32, f32, p, p, p)
+    kernel.vqvae_ema_update.restype = None
+    kernel.vqvae_gather.argtypes = (p, i64, p, i64, i64, p, ctypes.c_int, p, p, p)
+    kernel.vqvae_gather.restype = ctypes.c_double
     return kernel
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from vqvae.distributed import all_reduce_sum, broadcast, is_main_process, world_size
 from vqvae.errors import ConfigError
+from vqvae.quantizers import native
 from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, quantize
 from vqvae.quantizers.core import nearest_index
 from vqvae.quantizers.kmeans import kmeans
@@ -41,8 +42,14 @@ class CodebookQuantizer(Quantizer):
         usage_decay: decay of that running usage; the window is about 1 / (1 - decay) steps.
         gradient: ``"ste"`` (straight-through) or ``"rotation"`` (rotation trick).
         recent_size: capacity of the pool of recent encoder outputs that dead codes are reset
-            to; every training step adds at most a quarter of it, so it spans the last few
-            batches. Default max(2K, 4096) vectors. Not saved (it refills in one step).
+            to; every ``health_every``-th training step adds at most a quarter of it, so it
+            spans the last few such batches. Default max(2K, 4096) vectors. Not saved (it
+            refills in one step).
+        health_every: look for dead codes (and add to the pool) on every this many training
+            steps. A code is dead after about 1 / (1 - usage_decay) = 20 steps unused, so
+            looking every 4th step revives it at most 3 steps later, for a quarter of the
+            bookkeeping (a small part of a step, but more than half of the quantizer's own
+            cost apart from the search).
     """
 
     codebook: Tensor
@@ -59,6 +66,7 @@ class CodebookQuantizer(Quantizer):
         usage_decay: float = 0.95,
         gradient: str = "ste",
         recent_size: int | None = None,
+        health_every: int = 4,
     ) -> None:
         super().__init__()
         if codebook_size < 2:
@@ -69,6 +77,8 @@ class CodebookQuantizer(Quantizer):
             raise ConfigError(f"beta must be >= 0, got {beta}")
         if not 0 <= usage_decay < 1:
             raise ConfigError(f"usage_decay must be in [0, 1), got {usage_decay}")
+        if health_every < 1:
+            raise ConfigError(f"health_every must be at least 1, got {health_every}")
         if gradient not in ESTIMATORS:
             raise ConfigError(f"gradient must be one of {sorted(ESTIMATORS)}, got {gradient!r}")
         self.codebook_size = codebook_size
@@ -78,6 +88,7 @@ class CodebookQuantizer(Quantizer):
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
         self.gradient = gradient
+        self.health_every = health_every
         # 1.0 once the codebook holds k-means centres (or when k-means init is off).
         self.register_buffer("initialized", torch.tensor(0.0 if kmeans_init else 1.0))
         self.register_buffer("usage", torch.zeros(codebook_size))
@@ -87,26 +98,36 @@ class CodebookQuantizer(Quantizer):
         capacity = recent_size or max(2 * codebook_size, 4096)
         self.register_buffer("recent", torch.zeros(capacity, dim), persistent=False)
         self.register_buffer("recent_seen", torch.zeros((), dtype=torch.long), persistent=False)
-        self._remember_calls = 0  # moves the offset of the rows each training step remembers
+        # Training steps taken: when to look after the codebook's health (also not saved).
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_input(z)
         flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D), N = B·prod(S)
         if self.training:  # state changes before the search, never between forward and backward
-            self._prepare_codebook(flat.detach())
+            step = int(self.steps)
+            self.steps += 1
+            self._prepare_codebook(flat.detach(), step)
         codebook = self.codebook_vectors()  # (K, D)
         indices = nearest_index(flat.detach(), codebook.detach())  # (N,)
-        counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
-        codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
+        fused = None  # codes, z - codes, counts and Σ(z - codes)² in one pass, when they can be
+        if self.gradient == "ste" and not codebook.requires_grad:  # no codebook gradient
+            fused = native.gather(flat.detach(), codebook, indices)
+        if fused is None:
+            codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
+            counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
+            diff = sq_sum = None
+        else:
+            codes, diff, counts, sq_sum = fused
         codebook_loss = self._codebook_loss(flat, codes)
         # z_q (value exactly the codes; straight-through or rotation trick) and β·||z - sg[e]||²
-        quantized, commitment_loss = quantize(flat, codes, self.beta, self.gradient)
+        quantized, commitment_loss = quantize(flat, codes, self.beta, self.gradient, diff, sq_sum)
         if self.training:
             # Codebook statistics are not gradients, so DDP does not sync them: every rank
             # updates from the same global histogram (and sums, see EMA) to stay identical.
             counts = all_reduce_sum(counts)
-            self._record(flat.detach(), indices, counts)
+            self._record(flat.detach(), indices, counts, step)
         out_shape = (z.shape[0], *z.shape[2:], self.dim)
         return QuantizerOutput(
             quantized=quantized.reshape(out_shape).movedim(-1, 1),  # (B, D, *S)
@@ -142,22 +163,28 @@ class CodebookQuantizer(Quantizer):
         self.codebook.data[which] = vectors.to(self.codebook.dtype)
 
     # --- codebook health ------------------------------------------------------------------------
+    def _health_step(self, step: int) -> bool:
+        """Whether training step ``step`` looks for dead codes (and feeds the recent pool)."""
+        return self.dead_code_threshold > 0 and step % self.health_every == 0
+
     @torch.no_grad()
-    def _prepare_codebook(self, flat: Tensor) -> None:
+    def _prepare_codebook(self, flat: Tensor, step: int) -> None:
         """Before a training step's search: k-means init on the first batch, dead-code reset."""
         per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
         if not self.initialized:
             self._init_codebook(flat, per_step)
-        self._reset_dead_codes(per_step)
+        if self._health_step(step):
+            self._reset_dead_codes(per_step)
 
     @torch.no_grad()
-    def _record(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+    def _record(self, flat: Tensor, indices: Tensor, counts: Tensor, step: int) -> None:
         """After a training step's search: the codebook statistics (EMA), the running usage and
         the pool of recent encoder outputs, from this step's vectors and the global histogram."""
         weights = counts.to(self.usage.dtype)
         self._update_codebook(flat, indices, weights)
         self.usage.lerp_(weights, 1 - self.usage_decay)  # usage <- d·usage + (1 - d)·counts
-        self._remember(flat)
+        if self._health_step(step):
+            self._remember(flat, step // self.health_every)
 
     def _init_codebook(self, flat: Tensor, per_step: int) -> None:
         # Rank 0 clusters its batch and broadcasts, so every rank starts from the same codebook.
@@ -174,28 +201,26 @@ class CodebookQuantizer(Quantizer):
         """Running usage (assignments per step) below which a code is dead."""
         return self.dead_code_threshold * per_step / self.codebook_size
 
-    def _remember(self, flat: Tensor) -> None:
+    def _remember(self, flat: Tensor, call: int) -> None:
         """Add an evenly spread subset of this batch's encoder outputs to the recent pool: every
-        s-th row from an offset that moves on each call. Rows run over (batch item, position)
+        s-th row from an offset that moves with each call. Rows run over (batch item, position)
         and batches are shuffled, so this samples the batch as a random subset would, without
         drawing one (a view, not a gather)."""
-        if self.dead_code_threshold <= 0:
-            return
         capacity = self.recent.shape[0]
         n = min(flat.shape[0], max(1, capacity // 4))
         stride = flat.shape[0] // n
-        offset = self._remember_calls % stride
-        self._remember_calls += 1
-        rows = flat[offset : offset + n * stride : stride]  # (n, D)
-        slots = (self.recent_seen + torch.arange(n, device=flat.device)) % capacity
-        self.recent[slots] = rows.to(self.recent.dtype)
+        offset = call % stride
+        rows = flat[offset : offset + n * stride : stride].to(self.recent.dtype)  # (n, D)
+        start = int(self.recent_seen) % capacity
+        first = min(n, capacity - start)  # up to the end of the ring, then from its start
+        self.recent[start : start + first] = rows[:first]
+        if first < n:
+            self.recent[: n - first] = rows[first:]
         self.recent_seen += n
 
     def _reset_dead_codes(self, per_step: int) -> None:
         """Replace codes whose running usage fell below the threshold by recent encoder outputs
         (Dhariwal et al. 2020, "Jukebox", sec. 3.2; Zeghidour et al. 2021, "SoundStream")."""
-        if self.dead_code_threshold <= 0:
-            return
         below = self._dead_below(per_step)
         dead = torch.nonzero(self.usage < below).squeeze(1)  # (n_dead,), the same on every rank
         n_dead = dead.numel()
@@ -279,6 +304,11 @@ class EMAVectorQuantizer(CodebookQuantizer):
         return flat.new_zeros(())
 
     def _update_codebook(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
+        state = (self.cluster_size, self.embed_sum, self.codebook)
+        if world_size() == 1 and native.ema_update(
+            flat, indices, counts, self.decay, self.eps, *state
+        ):
+            return  # one pass in C++; the same update as below up to float32 rounding
         sums = torch.zeros_like(self.embed_sum).index_add_(
             0, indices, flat.to(self.embed_sum.dtype)
         )  # (K, D)

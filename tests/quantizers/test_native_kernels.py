@@ -1,13 +1,14 @@
-"""The fused native search (quantizers/native.py, nearest.cpp): the same indices as the PyTorch
-search on every shape the tiling has an edge for, first-index ties across register tiles and
-code blocks, any thread count, and a clean fallback when it cannot be built."""
+"""The C++ kernels (quantizers/native.py, kernels.cpp): the fused search gives the same indices
+as the PyTorch search on every shape the tiling has an edge for, first-index ties across
+register tiles and code blocks, at any thread count; the EMA update gives the PyTorch update's
+statistics; and both fall back cleanly when the kernels cannot be built."""
 
 import logging
 
 import pytest
 import torch
 
-from vqvae.quantizers import native
+from vqvae.quantizers import EMAVectorQuantizer, native
 from vqvae.quantizers.core import nearest_code
 
 needs_kernel = pytest.mark.skipif(
@@ -101,11 +102,79 @@ def test_nearest_code_gives_the_same_answer_with_and_without_the_kernel(monkeypa
 
 
 @needs_kernel
+def test_gather_gives_codes_differences_counts_and_their_squared_sum():
+    g = torch.Generator().manual_seed(4)
+    z, codebook = torch.randn(999, 12, generator=g), torch.randn(40, 12, generator=g)
+    indices = torch.randint(0, 30, (999,), generator=g)  # codes 30-39 unused
+    codes, diff, counts, sq_sum = native.gather(z, codebook, indices)
+    assert torch.equal(codes, codebook[indices])
+    assert torch.equal(diff, z - codebook[indices])
+    assert torch.equal(counts, torch.bincount(indices, minlength=40))
+    assert sq_sum == pytest.approx(float((z - codebook[indices]).double().pow(2).sum()), rel=1e-6)
+
+
+def test_ema_quantizer_trains_the_same_with_and_without_the_kernels(monkeypatch):
+    """Values, losses, indices and gradients of training steps: the kernels' path (search,
+    gather, EMA update) against PyTorch's."""
+    runs = []
+    for off in (False, True):
+        with monkeypatch.context() as m:
+            if off:
+                m.setattr(native, "library", lambda: None)
+            torch.manual_seed(0)
+            q = EMAVectorQuantizer(64, 8, decay=0.9).train()
+            z = torch.randn(4, 8, 6, 6, requires_grad=True)
+            steps = []
+            for _ in range(3):
+                out = q(z)
+                (out.quantized.square().sum() + out.loss).backward()
+                steps.append((out.quantized.detach(), out.commitment_loss.detach(),
+                              out.indices, out.code_counts, z.grad.clone()))  # fmt: skip
+                z.grad = None
+            runs.append((steps, q.codebook.clone()))
+    (ours, book_ours), (torchs, book_torch) = runs
+    for a, b in zip(ours, torchs, strict=True):
+        assert torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])  # indices, counts
+        for x, y in zip(a[:2] + a[4:], b[:2] + b[4:], strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(book_ours, book_torch, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k, d", [(512, 64), (37, 5)])
+def test_ema_update_equals_the_pytorch_update(monkeypatch, k, d):
+    g = torch.Generator().manual_seed(k)
+    twins = [EMAVectorQuantizer(k, d, decay=0.9, kmeans_init=False).train() for _ in range(2)]
+    twins[1].load_state_dict(twins[0].state_dict())
+    before = twins[0].codebook.clone()
+    for _ in range(3):
+        flat = torch.randn(1000, d, generator=g)
+        indices = torch.randint(0, k // 2, (1000,), generator=g)  # half the codes unused
+        counts = torch.bincount(indices, minlength=k).float()
+        twins[0]._update_codebook(flat, indices, counts)  # native
+        with monkeypatch.context() as m:
+            m.setattr(native, "library", lambda: None)
+            twins[1]._update_codebook(flat, indices, counts)  # PyTorch
+        for name in ("cluster_size", "embed_sum", "codebook"):
+            ours, torchs = getattr(twins[0], name), getattr(twins[1], name)
+            torch.testing.assert_close(ours, torchs, rtol=1e-5, atol=1e-5, msg=name)
+    assert not torch.allclose(twins[0].codebook[: k // 2], before[: k // 2])  # moved
+
+
+def test_ema_update_leaves_other_dtypes_to_pytorch():
+    q = EMAVectorQuantizer(8, 3).double()
+    flat, indices = torch.randn(5, 3).double(), torch.zeros(5, dtype=torch.long)
+    counts = torch.bincount(indices, minlength=8).double()
+    state = (q.cluster_size, q.embed_sum, q.codebook)
+    assert not native.ema_update(flat, indices, counts, 0.99, 1e-5, *state)
+
+
+@needs_kernel
 def test_build_is_cached_per_machine(monkeypatch, tmp_path):
     monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path))
     built = native.library.__wrapped__()  # a fresh build into an empty cache
     assert built is not None
-    (path,) = (tmp_path / "kernels").glob("nearest-*.so")
+    (path,) = (tmp_path / "kernels").glob("kernels-*.so")
     stamp = path.stat().st_mtime_ns
     assert native.library.__wrapped__() is not None  # loaded from the cache, not rebuilt
     assert path.stat().st_mtime_ns == stamp

@@ -1,6 +1,7 @@
-// Fused nearest-code search, float32 on CPU (compiled on first use by vqvae/quantizers/native.py).
+// The quantizers' hot loops, float32 on CPU (compiled on first use by vqvae/quantizers/native.py):
+// the fused nearest-code search and the EMA codebook update.
 //
-// For every row z of Z (N, D) the index of the code e (K, D) minimising ||e||² - 2 z·e (the
+// Search. For every row z of Z (N, D) the index of the code e (K, D) minimising ||e||² - 2 z·e (the
 // squared distance less ||z||², which does not change the argmin), and that minimum. The scores
 // of a tile of ROWS rows × 2 vectors of codes live in registers while they are accumulated over
 // D and folded straight into a running minimum: no N × K matrix is ever written, so a search
@@ -107,7 +108,7 @@ inline void tile_rows(const float* z, int64_t d, const Block& b, bool first, flo
 extern "C" {
 
 // Version of this interface; native.py checks it after loading.
-int vqvae_nearest_version() { return 1; }
+int vqvae_kernels_version() { return 3; }
 
 // Floats of workspace vqvae_nearest needs for K codes of dimension D.
 int64_t vqvae_nearest_workspace(int64_t k, int64_t d) {
@@ -156,6 +157,59 @@ void vqvae_nearest(const float* z, int64_t n, const float* codebook, int64_t k, 
         }
       }
     }
+  }
+}
+
+// What a training step needs of the chosen codes, in one pass over the rows: codes[r] = e[index[r]]
+// (n, d), diff[r] = z[r] - codes[r] (n, d) and counts[c] = #{r : index[r] = c} (k,); returns
+// Σ diff², the commitment term's sum. Replaces a gather, a histogram, a difference and a dot.
+double vqvae_gather(const float* z, int64_t n, const float* codebook, int64_t k, int64_t d,
+                    const int64_t* index, int threads, float* codes, float* diff,
+                    int64_t* counts) {
+  double total = 0.0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : total)
+  for (int64_t r = 0; r < n; r++) {
+    const float* e = codebook + index[r] * d;
+    const float* x = z + r * d;
+    float* q = codes + r * d;
+    float* g = diff + r * d;
+    float sq = 0.0f;
+    for (int64_t j = 0; j < d; j++) {
+      q[j] = e[j];
+      g[j] = x[j] - e[j];
+      sq += g[j] * g[j];
+    }
+    total += sq;
+  }
+  for (int64_t c = 0; c < k; c++) counts[c] = 0;
+  for (int64_t r = 0; r < n; r++) counts[index[r]]++;
+  return total;
+}
+
+// EMA codebook update (van den Oord et al. 2017, appendix A.1) with Laplace smoothing, for one
+// training step's vectors z (n, d), their codes index (n,) and per-code counts (k,):
+//   N_i <- γ N_i + (1-γ) n_i,   m_i <- γ m_i + (1-γ) Σ_{j: index_j = i} z_j,
+//   e_i = m_i / N̂_i,   N̂_i = (N_i + ε) · ΣN / (ΣN + K ε).
+// One pass over z and two over the (k, d) statistics, in place of a dozen tensor operations.
+void vqvae_ema_update(const float* z, const int64_t* index, int64_t n, const float* counts,
+                      int64_t k, int64_t d, float decay, float eps, float* cluster_size,
+                      float* embed_sum, float* codebook) {
+  const float w = 1.0f - decay;
+  for (int64_t i = 0; i < k * d; i++) embed_sum[i] *= decay;
+  for (int64_t r = 0; r < n; r++) {
+    float* m = embed_sum + index[r] * d;
+    const float* x = z + r * d;
+    for (int64_t j = 0; j < d; j++) m[j] += w * x[j];
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < k; i++) {
+    cluster_size[i] = decay * cluster_size[i] + w * counts[i];
+    total += cluster_size[i];
+  }
+  const float shrink = static_cast<float>(total / (total + k * static_cast<double>(eps)));
+  for (int64_t i = 0; i < k; i++) {
+    const float smoothed = (cluster_size[i] + eps) * shrink;
+    for (int64_t j = 0; j < d; j++) codebook[i * d + j] = embed_sum[i * d + j] / smoothed;
   }
 }
 
