@@ -260,3 +260,21 @@ def test_dead_threshold_is_a_fraction_of_the_uniform_share():
     vq(x)  # starts by resetting codes below 2.5 per step: code 3 only
     assert torch.equal(vq.codebook.detach()[:3], book[:3])
     assert vq.codebook.detach()[3].norm() < 11  # moved onto the data
+
+
+def test_step_counter_and_initialised_flag_follow_in_place_restores():
+    # The quantizer keeps both values in Python between steps; a checkpoint restore or state
+    # load writes the buffers in place, and the next step must see what was written.
+    q = build("ema", kmeans_init=True).train()
+    x = torch.randn(2, D, 4, 4)
+    q(x)
+    q(x)
+    assert int(q.steps) == 2 and q.initialized
+    q.steps.fill_(10)  # what restore_transient_buffers does
+    q(x)
+    assert int(q.steps) == 11
+    inits = []
+    q._init_codebook = lambda flat, per_step: inits.append(per_step)
+    q.load_state_dict(build("ema", kmeans_init=True).state_dict())  # initialized = 0 again
+    q(x)
+    assert inits == [2 * 4 * 4]

@@ -100,20 +100,21 @@ class CodebookQuantizer(Quantizer):
         self.register_buffer("recent_seen", torch.zeros((), dtype=torch.long), persistent=False)
         # Training steps taken: when to look after the codebook's health (also not saved).
         self.register_buffer("steps", torch.zeros((), dtype=torch.long), persistent=False)
+        self._reads: dict[str, tuple[Tensor, int, int]] = {}  # see _read
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_input(z)
         flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D), N = B·prod(S)
+        vectors = flat.detach()  # what the search and the codebook statistics see
         if self.training:  # state changes before the search, never between forward and backward
-            step = int(self.steps)
-            self.steps += 1
-            self._prepare_codebook(flat.detach(), step)
+            step = self._next_step()
+            self._prepare_codebook(vectors, step)
         codebook = self.codebook_vectors()  # (K, D)
-        indices = nearest_index(flat.detach(), codebook.detach())  # (N,)
+        indices = nearest_index(vectors, codebook.detach())  # (N,)
         fused = None  # codes, z - codes, counts and Σ(z - codes)² in one pass, when they can be
         if self.gradient == "ste" and not codebook.requires_grad:  # no codebook gradient
-            fused = native.gather(flat.detach(), codebook, indices)
+            fused = native.gather(vectors, codebook, indices)
         if fused is None:
             codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
             counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
@@ -127,7 +128,7 @@ class CodebookQuantizer(Quantizer):
             # Codebook statistics are not gradients, so DDP does not sync them: every rank
             # updates from the same global histogram (and sums, see EMA) to stay identical.
             counts = all_reduce_sum(counts)
-            self._record(flat.detach(), indices, counts, step)
+            self._record(vectors, indices, counts, step)
         out_shape = (z.shape[0], *z.shape[2:], self.dim)
         return QuantizerOutput(
             quantized=quantized.reshape(out_shape).movedim(-1, 1),  # (B, D, *S)
@@ -163,6 +164,23 @@ class CodebookQuantizer(Quantizer):
         self.codebook.data[which] = vectors.to(self.codebook.dtype)
 
     # --- codebook health ------------------------------------------------------------------------
+    def _read(self, name: str) -> int:
+        """int(buffer ``name``), taken from the tensor only when it has changed since the last
+        read (its version counter moves with every in-place write, a state load or checkpoint
+        restore included): reading a tensor's value costs ~20 µs inside a training step."""
+        tensor = getattr(self, name)
+        cached = self._reads.get(name)
+        if cached is None or cached[0] is not tensor or cached[1] != tensor._version:
+            cached = self._reads[name] = (tensor, tensor._version, int(tensor))
+        return cached[2]
+
+    def _next_step(self) -> int:
+        """This training step's number; counts it in the ``steps`` buffer."""
+        step = self._read("steps")
+        self.steps.add_(1)
+        self._reads["steps"] = (self.steps, self.steps._version, step + 1)
+        return step
+
     def _health_step(self, step: int) -> bool:
         """Whether training step ``step`` looks for dead codes (and feeds the recent pool)."""
         return self.dead_code_threshold > 0 and step % self.health_every == 0
@@ -171,7 +189,7 @@ class CodebookQuantizer(Quantizer):
     def _prepare_codebook(self, flat: Tensor, step: int) -> None:
         """Before a training step's search: k-means init on the first batch, dead-code reset."""
         per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
-        if not self.initialized:
+        if not self._read("initialized"):
             self._init_codebook(flat, per_step)
         if self._health_step(step):
             self._reset_dead_codes(per_step)
