@@ -18,10 +18,12 @@ training mode; one step = forward, loss = mean(z_q²) + quantizer loss, backward
 - ``matmul``: the bare distance product ``||e||² - 2 z·eᵀ`` (one ``torch.addmm`` of
   N×D · D×K into a preallocated N×K buffer: the BLAS product, MKL in torch's CPU wheels), the
   floor any exact search pays.
-- ``conv``: the same bare product computed the way ours computes it on CPU, as one oneDNN 1×1
-  convolution of the N vectors. Its N×K output is fresh on every call, so its process keeps
-  freed memory (``vqvae.training.keep_freed_memory``) and the figure is the product alone,
-  without the kernel mapping fresh pages each time.
+- ``conv``: the same bare product computed the way ours's PyTorch fallback computes it on CPU
+  (where the C++ kernels cannot be built), as one oneDNN 1×1 convolution of the N vectors. Its
+  N×K output is fresh on every call, so its process keeps freed memory
+  (``vqvae.training.keep_freed_memory``) and the figure is the product alone, without the
+  kernel mapping fresh pages each time. Ours itself runs the fused search of
+  ``vqvae.quantizers.native`` (product and row minimum in one pass, no N×K output at all).
 
 Every (config, impl) is measured in a fresh subprocess whose address space is capped at
 ``--mem-cap-gib`` (an implementation that needs more is recorded as out of memory). Peak memory

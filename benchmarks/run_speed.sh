@@ -14,7 +14,7 @@ VQVAE=${VQVAE:-vqvae}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 $PYTHON "$HERE/quantizer_speed.py" --threads 2
-$PYTHON "$HERE/train_speed.py" --threads 2 --data "mnist:$MNIST" --quality-steps 1000
+$PYTHON "$HERE/train_speed.py" --threads 2 --rounds 8 --data "mnist:$MNIST" --quality-steps 1000
 $PYTHON "$HERE/encode_speed.py" --threads 2
 $VQVAE train --data "mnist:$MNIST" --out "$OUT/mnist-10min" --config "$HERE/../configs/mnist.toml" \
   --minutes 10
