@@ -52,12 +52,8 @@ TILE = 32  # codes per register tile in kernels.cpp
 def search(z: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor] | None:
     """z (N, D), codebook (K, D), float32 on CPU -> (indices (N,) int64, min_e ||e||² - 2 z·e
     (N,)), or None when the kernel is unavailable or the inputs are not CPU float32."""
-    if not _cpu_float32(z, codebook):
-        return None
-    kernel = library()
-    if kernel is None:
-        return None
-    return _run(kernel, z, codebook)
+    kernel = _kernel_for((z, codebook))
+    return None if kernel is None else _run(kernel, z, codebook)
 
 
 def gather(
@@ -66,9 +62,7 @@ def gather(
     """The chosen codes and what a training step needs of them, in one pass: (codes (N, D),
     z - codes (N, D), counts (K,) int64, Σ (z - codes)²); None when the kernel is unavailable
     or the inputs are not CPU float32."""
-    if not _cpu_float32(z, codebook) or indices.dtype != torch.long:
-        return None
-    kernel = library()
+    kernel = _kernel_for((z, codebook), indices)
     if kernel is None:
         return None
     z, codebook, indices = z.contiguous(), codebook.contiguous(), indices.contiguous()
@@ -82,8 +76,13 @@ def gather(
     return codes, diff, counts, total
 
 
-def _cpu_float32(*tensors: Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+def _kernel_for(floats: tuple[Tensor, ...], indices: Tensor | None = None) -> ctypes.CDLL | None:
+    """The kernels, where they are available and the tensors are CPU float32 (indices int64)."""
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats):
+        return None
+    if indices is not None and indices.dtype != torch.long:
+        return None
+    return library()
 
 
 def ema_update(
@@ -98,15 +97,9 @@ def ema_update(
 ) -> bool:
     """The EMA codebook step in place (see ``EMAVectorQuantizer``); False, having changed
     nothing, when the kernel is unavailable or the tensors are not contiguous CPU float32."""
-    state = (flat, counts, cluster_size, embed_sum, codebook)
-    if not (
-        _cpu_float32(*state)
-        and all(t.is_contiguous() for t in state[2:])
-        and indices.dtype == torch.long
-    ):
-        return False
-    kernel = library()
-    if kernel is None:
+    state = (cluster_size, embed_sum, codebook)  # updated in place: must be contiguous
+    kernel = _kernel_for((flat, counts, *state), indices)
+    if kernel is None or not all(t.is_contiguous() for t in state):
         return False
     flat, indices, counts = flat.contiguous(), indices.contiguous(), counts.contiguous()
     (n, d), k = flat.shape, codebook.shape[0]
