@@ -1,12 +1,12 @@
 // The quantizers' hot loops, float32 on CPU (compiled on first use by vqvae/quantizers/native.py):
-// the fused nearest-code search and the EMA codebook update.
+// the fused nearest-code search, the gather of the chosen codes, and the EMA codebook update.
 //
 // Search. For every row z of Z (N, D) the index of the code e (K, D) minimising ||e||² - 2 z·e (the
 // squared distance less ||z||², which does not change the argmin), and that minimum. The scores
 // of a tile of ROWS rows × 2 vectors of codes live in registers while they are accumulated over
 // D and folded straight into a running minimum: no N × K matrix is ever written, so a search
 // costs the multiply-adds and nothing else (the unfused search writes the N × K scores and reads
-// them back for the row minimum, ~40% of its time at N = 2,048, K = 512).
+// them back for the row minimum, about a third of its time at N = 2,048, K = 512).
 //
 // Ties and order: codes are visited in increasing index and a score replaces the running minimum
 // only when strictly smaller, so the first index of the minimum wins, as torch.min's does.
@@ -25,7 +25,7 @@ namespace {
 
 constexpr int LANES = 16;  // floats per vector
 constexpr int TILE = 2 * LANES;  // codes per tile
-constexpr int ROWS = 6;  // rows per tile: 6 × 2 accumulators + 2 code vectors fit any register file
+constexpr int ROWS = 6;  // rows per tile: 6 × 2 accumulators + 2 code vectors fit AVX-512's 32
 
 typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));
