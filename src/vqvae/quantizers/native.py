@@ -1,23 +1,25 @@
 """The quantizers' hot loops in C++ (``kernels.cpp``), float32 on CPU, compiled for this machine
-on first use: the fused nearest-code search, and the EMA codebook update.
+on first use: the fused nearest-code search, the gather of the chosen codes, and the EMA
+codebook update.
 
 ``search(z, codebook)`` runs the product and the row minimum in one pass, tile by tile in
 registers, so the N × K score matrix of ``core``'s PyTorch search is never written or read back.
 Measured here (AMD EPYC, 2 threads, `benchmarks/quantizer_speed.py`), it takes 0.33 ms for
 2,048 × 64 against K = 512 where the PyTorch search takes 0.59 ms, and less again inside a
 training step, where the score matrix would first have to be fetched into cache.
-``ema_update`` does the EMA codebook step (statistics, Laplace smoothing, new codes) in one pass
-instead of a dozen small tensor operations, each of which costs more to launch than to run at
-these sizes.
+``gather`` returns the chosen codes with what a training step needs of them (z - codes, the
+histogram, the commitment sum) and ``ema_update`` does the EMA codebook step (statistics,
+Laplace smoothing, new codes), each in one pass instead of several small tensor operations,
+each of which costs more to launch than to run at these sizes.
 
 It is built with the system C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) into
 ``$VQVAE_CACHE_DIR`` (default ``~/.cache/vqvae``), keyed by the source, the compiler, this CPU
 and the OpenMP runtime, and loaded with ctypes; building takes well under a second and happens
 once per machine. It is linked to the OpenMP runtime PyTorch has loaded, so it shares PyTorch's
 threads instead of starting its own. Where any of that is missing (no compiler, PyTorch without
-OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, both return ``None``
-and their callers use PyTorch: the same indices (ties go to the first code in both) and the same
-statistics up to float32 rounding, only slower.
+OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, they return ``None``
+(``ema_update``: False) and their callers use PyTorch: the same indices (ties go to the first
+code in both) and the same statistics up to float32 rounding, only slower.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ def _build(compiler: str, openmp: str) -> Path:
         command = [compiler, *FLAGS, str(SOURCE), "-o", str(tmp), openmp]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
-            raise subprocess.SubprocessError(done.stderr.strip().splitlines()[-1:] or "error")
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise subprocess.SubprocessError(f"{compiler} exited {done.returncode}: {last}")
     log.info("built the CPU kernels: %s", path)
     return path
 
