@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vqvae.data import DataError, DataSplits, ImageSet, load_data
-from vqvae.data.datasets import (
+from vqvae.data.common import (
     as_nchw,
     check_labels,
     convert_channels,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqvae.data.datasets import (
+from vqvae.data.common import (
     ImageSet,
     as_nchw,
     check_labels,
@@ -21,6 +21,7 @@ from vqvae.data.datasets import (
     split_set,
     to_unit_float,
 )
+from vqvae.data.schemes import Scheme, path_only, register_scheme
 from vqvae.errors import DataError
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -97,3 +98,8 @@ def load_array_file(path: Path) -> tuple[ImageSet, ImageSet]:
         f"{path}: expected arrays x_train and x_test (optional y_train, y_test) "
         f"or images (optional labels), found: {found}"
     )
+
+
+# One reader for both: the file's magic bytes, not the scheme, say which format it is.
+register_scheme(Scheme("npz", "FILE", path_only(load_array_file)))
+register_scheme(Scheme("npy", "FILE", path_only(load_array_file)))

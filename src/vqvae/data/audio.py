@@ -41,20 +41,25 @@ from pathlib import Path
 
 import numpy as np
 
-from vqvae.data.datasets import class_count, split_indices
+from vqvae.data.common import class_count, split_indices
+from vqvae.data.schemes import Scheme, default_model_kind, parse_spec, register_scheme
 from vqvae.errors import DataError
+from vqvae.files import atomic_path
 
 DEFAULT_SAMPLE_RATE = 8000
 DEFAULT_LENGTH = 6144
 PEAK_LEVEL = 0.95
-AUDIO_SPEC_FORMS = ("fsdd:DIR", "wav-folder:DIR")
 FSDD_TEST_INDICES = range(5)  # recordings 0-4 of each digit and speaker (the FSDD README)
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 
 
 def is_audio_spec(spec: str) -> bool:
-    """Whether ``spec`` names an audio dataset (``fsdd:`` or ``wav-folder:``)."""
-    return spec.partition(":")[0] in ("fsdd", "wav-folder")
+    """Whether ``spec`` names an audio dataset (``fsdd:`` or ``wav-folder:``).
+
+    A thin alias of ``default_model_kind(spec) == "audio"``, kept until its callers use
+    ``vqvae.data.default_model_kind``, the one place that decides which data selects which model.
+    """
+    return default_model_kind(spec) == "audio"
 
 
 @dataclass
@@ -94,7 +99,7 @@ class AudioSplits:
 
 def read_wav(path: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """One WAV file as mono float32 at ``sample_rate`` (steps 1–3 of the module docstring)."""
-    from scipy.io import wavfile
+    from scipy.io import wavfile  # imported on first use: scipy is slow to import
 
     path = Path(path)
     if not path.is_file():
@@ -139,7 +144,7 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     """float32 ``samples`` at ``rate`` Hz -> ``target`` Hz (unchanged when the rates agree)."""
     if rate == target:
         return samples.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # imported on first use: scipy is slow to import
 
     g = gcd(int(rate), int(target))
     out = resample_poly(samples.astype(np.float64), target // g, rate // g)
@@ -230,6 +235,18 @@ def load_fsdd(
     return part(~test), part(test)
 
 
+register_scheme(
+    Scheme(
+        "fsdd",
+        "DIR",
+        load_fsdd,
+        modality="audio",
+        model_kind="audio",
+        about="the Free Spoken Digit Dataset",
+    )
+)
+
+
 def _find_wavs(root: Path) -> list[Path]:
     found = []
     for folder, subdirs, names in os.walk(root):
@@ -304,6 +321,18 @@ def load_wav_folder(
     return part(train_files, train_labels), part(test_files, test_labels)
 
 
+register_scheme(
+    Scheme(
+        "wav-folder",
+        "DIR",
+        load_wav_folder,
+        modality="audio",
+        model_kind="audio",
+        about="WAV files",
+    )
+)
+
+
 def load_audio(
     spec: str,
     *,
@@ -311,28 +340,20 @@ def load_audio(
     length: int = DEFAULT_LENGTH,
     normalize: bool = True,
 ) -> AudioSplits:
-    """Load the audio dataset named by ``spec`` (``fsdd:DIR`` or ``wav-folder:DIR``)."""
+    """Load the audio dataset named by ``spec`` (``fsdd:DIR``, ``wav-folder:DIR`` or any audio
+    scheme registered in ``SCHEMES``)."""
     for name, value in (("sample_rate", sample_rate), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"{spec}: {name} must be a positive integer, got {value!r}")
-    scheme, sep, arg = spec.partition(":")
-    if scheme == "fsdd" and arg:
-        train, test = load_fsdd(Path(arg).expanduser(), sample_rate, length, normalize)
-    elif scheme == "wav-folder" and arg:
-        train, test = load_wav_folder(Path(arg).expanduser(), sample_rate, length, normalize)
-    else:
-        raise DataError(
-            f"unknown audio data spec {spec!r}: expected one of {', '.join(AUDIO_SPEC_FORMS)}"
-        )
+    scheme, path = parse_spec(spec, "audio")
+    train, test = scheme.load(path, sample_rate=sample_rate, length=length, normalize=normalize)
     return AudioSplits(train=train, test=test, spec=spec, sample_rate=sample_rate, length=length)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
     """Write mono float samples as 16-bit PCM (v · 32768, rounded, clipped to the int16 range;
     the inverse of ``read_wav``'s scaling), atomically."""
-    from scipy.io import wavfile
-
-    from vqvae.files import atomic_path
+    from scipy.io import wavfile  # imported on first use: scipy is slow to import
 
     pcm = np.clip(np.round(np.asarray(samples, np.float64) * 32768), -32768, 32767).astype(np.int16)
     with atomic_path(path) as tmp:

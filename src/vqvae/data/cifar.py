@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from vqvae.data.datasets import ImageSet, as_nchw, check_labels, to_unit_float
+from vqvae.data.common import ImageSet, as_nchw, check_labels, to_unit_float
+from vqvae.data.schemes import Scheme, path_only, register_scheme
 from vqvae.errors import DataError
 
 SIDE = 32
@@ -318,3 +319,13 @@ def load_cifar(path: Path) -> tuple[ImageSet, ImageSet]:
         return ImageSet(images=images, labels=labels, num_classes=num_classes, class_names=classes)
 
     return split(train_names), split([test_name])
+
+
+register_scheme(
+    Scheme(
+        "cifar",
+        "DIR",
+        path_only(load_cifar),
+        about="a CIFAR-10/100 python-batches folder or .tar.gz",
+    )
+)

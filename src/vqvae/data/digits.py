@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqvae.data.datasets import ImageSet, split_set
+from vqvae.data.common import ImageSet, split_set
+from vqvae.data.schemes import Scheme, path_only, register_scheme
 
 # The digits have no official split; a fixed one keeps results comparable between runs.
 DIGITS_TEST_COUNT = 300
@@ -26,3 +27,6 @@ def load_digits_splits() -> tuple[ImageSet, ImageSet]:
     return split_set(
         images, labels, "digits", class_names=class_names, test_count=DIGITS_TEST_COUNT
     )
+
+
+register_scheme(Scheme("digits", None, path_only(lambda _: load_digits_splits())))

@@ -12,11 +12,13 @@ import gzip
 import math
 import struct
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from vqvae.data.datasets import ImageSet, as_nchw, check_labels, class_count, to_unit_float
+from vqvae.data.common import ImageSet, as_nchw, check_labels, class_count, to_unit_float
+from vqvae.data.schemes import Scheme, path_only, register_scheme
 from vqvae.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
@@ -180,3 +182,7 @@ def load_idx_dataset(directory: Path, name: str) -> tuple[ImageSet, ImageSet]:
             f"but test images are {test.images.shape[2]}x{test.images.shape[3]}"
         )
     return train, test
+
+
+for _name in IDX_DATASETS:  # mnist:DIR, fashion-mnist:DIR
+    register_scheme(Scheme(_name, "DIR", path_only(partial(load_idx_dataset, name=_name))))

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from vqvae.data.datasets import (
+from vqvae.data.common import (
     ImageSet,
     class_count,
     convert_channels,
     split_indices,
 )
+from vqvae.data.schemes import Scheme, register_scheme
 from vqvae.errors import DataError
 
 DEFAULT_IMAGE_SIZE = 32
@@ -198,3 +199,14 @@ def load_image_folder(
             class_names=class_names,
         ),
     )
+
+
+def _load_folder_spec(
+    root: Path, *, image_size: int | None = None, channels: int | None = None
+) -> tuple[ImageSet, ImageSet]:
+    """The ``folder:DIR`` loader: images are always resized (to 32 pixels unless told)."""
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    return load_image_folder(root, image_size=size, channels=channels)
+
+
+register_scheme(Scheme("folder", "DIR", _load_folder_spec))

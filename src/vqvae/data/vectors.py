@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vqvae.data.arrays import _read_arrays
-from vqvae.data.datasets import check_labels, class_count, split_indices
+from vqvae.data.common import check_labels, class_count, split_indices
 from vqvae.errors import DataError
 
 VECTOR_SPEC_FORMS = ("npz:FILE", "npy:FILE")
