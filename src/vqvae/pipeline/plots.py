@@ -1,4 +1,9 @@
-"""Pictures for the run folder: image grids, codebook usage, loss curves."""
+"""Pictures for the run folder: image grids, codebook usage, loss curves, spectrograms.
+
+Every matplotlib figure is made with ``layout="constrained"``, which makes room for the titles,
+axis labels and the figure's suptitle of each panel (a plain grid lets a panel's x label run into
+the title of the panel below it).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def plot_codebook_usage(path: str | Path, counts: np.ndarray, title: str) -> Pat
     counts = np.asarray(counts, dtype=np.float64)
     order = np.sort(counts)[::-1]
     used = int((counts > 0).sum())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
     axes[0].bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue")
     axes[0].set(xlabel="code index", ylabel="assignments", title=title)
     axes[1].semilogy(np.arange(len(order)), np.maximum(order, 0.5), color="tab:orange")
@@ -76,10 +81,11 @@ def plot_loss_curves(path: str | Path, rows: list[dict], keys: list[str], title:
     present = [k for k in keys if any(k in r for r in rows)]
     n = max(1, len(present))
     cols = min(3, n)
+    n_rows = math.ceil(n / cols)
     fig, axes = plt.subplots(
-        math.ceil(n / cols), cols, figsize=(4.5 * cols, 3 * math.ceil(n / cols))
+        n_rows, cols, figsize=(4.5 * cols, 3 * n_rows), layout="constrained", squeeze=False
     )
-    axes = np.atleast_1d(axes).ravel()
+    axes = axes.ravel()
     for ax, key in zip(axes, present, strict=False):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts])
@@ -113,7 +119,11 @@ def plot_spectrograms(
 
     n_cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(2.0 * n_cols, 1.8 * len(rows)), squeeze=False
+        len(rows),
+        n_cols,
+        figsize=(2.0 * n_cols, 1.8 * len(rows)),
+        layout="constrained",
+        squeeze=False,
     )
     for i, row in enumerate(rows):
         spec = stft_magnitude(torch.as_tensor(np.asarray(row, np.float32)), n_fft, n_fft // 4)
@@ -142,5 +152,4 @@ def plot_spectrograms(
                 ax.set_xlabel("s", fontsize=7)
             if i == 0 and column_names:
                 ax.set_title(column_names[j], fontsize=8)
-    fig.tight_layout()
     return _save_figure(fig, path)
