@@ -1,7 +1,9 @@
-"""The speed benchmarks in --quick mode (tiny shapes) write the JSON rows the README reads, and
-the plain reference quantizer they compare against picks the codes ours picks."""
+"""The speed benchmarks in --quick mode (tiny shapes) write the JSON rows the README reads (keys
+present, timings finite and positive, rates that agree with the timings) and print their table,
+and the plain reference quantizer they compare against picks the codes ours picks."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,53 +19,94 @@ from _timing import PlainEMAQuantizer  # noqa: E402
 from vqvae.quantizers import EMAVectorQuantizer  # noqa: E402
 
 
-def run_quick(script: str, out: Path, *extra: str) -> list[dict]:
+def run_quick(script: str, out: Path, *extra: str) -> tuple[list[dict], str]:
+    """Run ``script --quick`` (one round of two timed calls after one warm-up); the rows it
+    wrote to ``out`` and what it printed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(BENCHMARKS / script), "--quick", "--threads", "1"]
     done = subprocess.run(
         [*cmd, "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(out.read_text())
+    assert done.stdout.rstrip().endswith(f"threads=1; wrote {out}")
+    rows = json.loads(out.read_text())
+    assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+    return rows, done.stdout
+
+
+def positive(value) -> bool:
+    """A finite number above zero (not a bool, not None, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The cells of the last markdown table printed, header first."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("|")]
+    last_header = max(i for i, ln in enumerate(lines) if ln.startswith("|---")) - 1
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[last_header:]]
 
 
 def test_quantizer_speed_rows(tmp_path):
-    pytest.importorskip("vector_quantize_pytorch")
     # One child process (each pays torch's import); the other impls are built in-process below.
-    rows = run_quick("quantizer_speed.py", tmp_path / "q.json", "--impls", "ours")
-    assert [r["impl"] for r in rows] == ["ours"]
-    for r in rows:
-        assert {"config", "impl", "median_ms", "peak_mem_mb", "vectors_per_s", "oom"} <= set(r)
-        assert r["median_ms"] > 0 and not r["oom"]
+    rows, stdout = run_quick("quantizer_speed.py", tmp_path / "q.json", "--impls", "ours")
+    (r,) = rows
+    assert {"config", "impl", "median_ms", "peak_mem_mb", "vectors_per_s", "oom", "steps"} <= set(r)
+    assert (r["config"], r["impl"], r["oom"], r["steps"]) == ("4x8x4x4 K=16", "ours", False, 2)
+    assert "error" not in r
+    assert positive(r["median_ms"]) and positive(r["vectors_per_s"])
+    assert positive(r["peak_mem_mb"] + 1)  # a finite number; 0 when nothing new was allocated
+    # 4x8x4x4 is 64 vectors of 8; vectors/s is computed from the unrounded median.
+    assert r["vectors_per_s"] == pytest.approx(64 / (r["median_ms"] / 1000), rel=1e-2)
+    header, _, row = table_rows(stdout)
+    assert header[:2] == ["config", "ours (ms / peak MB)"]
+    assert row[0] == "4x8x4x4 K=16" and row[1].startswith(f"{r['median_ms']:.3g} ms")
 
 
 @pytest.mark.parametrize("impl", ["ours", "vqp", "plain", "matmul", "conv"])
 def test_quantizer_speed_steps_run(impl):
     if impl == "vqp":
         pytest.importorskip("vector_quantize_pytorch")
+    from _timing import time_calls
     from quantizer_speed import build_step
 
     step = build_step(impl, (2, 8, 3, 3), 16)
-    step()
-    step()
+    times = time_calls(step, repeats=2, warmup=1)  # what the script's child process times
+    assert len(times) == 2 and all(positive(t) for t in times)
 
 
 def test_train_speed_rows(tmp_path):
     impls = ["ours", "plain", "floor", "ours_fit", "ours_search_only"]
-    rows = run_quick("train_speed.py", tmp_path / "t.json", "--impls", *impls)
+    rows, stdout = run_quick("train_speed.py", tmp_path / "t.json", "--impls", *impls)
     # plain is also timed in ours's process (plain_kept): our allocator setting without our code
     assert sorted(r["impl"] for r in rows) == sorted([*impls, "plain_kept"])
     assert {r["impl"]: r["allocator"] for r in rows}["plain"] == "default"
     for r in rows:
-        assert {"shape", "impl", "images_per_s", "psnr"} <= set(r)
-        assert r["images_per_s"] > 0 and r["psnr"] is None  # no --data: no quality run
+        assert {"shape", "impl", "images_per_s", "median_ms", "steps_timed", "psnr"} <= set(r)
+        assert r["shape"] == "8x8x1 b4" and r["psnr"] is None  # no --data: no quality run
+        assert positive(r["images_per_s"]) and positive(r["median_ms"]) and r["steps_timed"] > 0
+        # b4: four images per step
+        assert r["images_per_s"] == pytest.approx(4 / (r["median_ms"] / 1000), rel=1e-2)
     assert len({r["parameters"] for r in rows}) == 1  # the same network
+    assert positive(rows[0]["parameters"])
+    header, _, row = table_rows(stdout)
+    assert header[0] == "shape" and "ours img/s" in header and row[0] == "8x8x1 b4"
+    assert len(row) == len(header)
 
 
 def test_encode_speed_rows(tmp_path):
-    rows = run_quick("encode_speed.py", tmp_path / "e.json")
+    rows, stdout = run_quick("encode_speed.py", tmp_path / "e.json")
     assert sorted(r["impl"] for r in rows) == ["pixelcnn", "transformer", "vqvae"]
-    assert all(r["images_per_s"] > 0 for r in rows)
+    for r in rows:
+        assert {"task", "impl", "images_per_s", "median_ms", "batch", "grid"} <= set(r)
+        assert r["task"] == ("encode" if r["impl"] == "vqvae" else "prior_train")
+        # --quick: one pass over 64 images; prior steps on batches of 4 code maps of 7x7
+        assert r["batch"] == (64 if r["impl"] == "vqvae" else 4) and r["grid"] == [7, 7]
+        assert positive(r["images_per_s"]) and positive(r["median_ms"])
+        assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1000), rel=1e-2)
+        assert positive(r["codebook_size"])
+    header, _, *body = table_rows(stdout)
+    assert header[:2] == ["task", "impl"]
+    assert sorted(cells[1] for cells in body) == ["pixelcnn", "transformer", "vqvae"]
 
 
 def test_plain_reference_picks_the_codes_ours_picks():

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_fixtures import batch, py2_pickle
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 from vqvae import configs
@@ -29,7 +29,7 @@ from vqvae.data import DataError, load_codes, load_data, save_codes
 from vqvae.data.cifar import restricted_loads
 from vqvae.errors import CheckpointError, ConfigError
 from vqvae.models import VQVAE, VQVAEConfig
-from vqvae.pipeline.run import RunConfig
+from vqvae.pipeline.run import RunConfig, RunDir
 from vqvae.quantizers import QuantizerConfig
 from vqvae.serialization import load_weights
 from vqvae.training import ShuffledBatches
@@ -113,7 +113,15 @@ def _tiny_model() -> VQVAE:
     torch.manual_seed(0)
     q = QuantizerConfig(codebook_size=4, dim=2)
     return VQVAE(
-        VQVAEConfig(image_size=4, downsample=2, hidden=2, res_hidden=2, res_blocks=0, quantizer=q)
+        VQVAEConfig(
+            in_channels=1,
+            image_size=4,
+            downsample=2,
+            hidden=2,
+            res_hidden=2,
+            res_blocks=0,
+            quantizer=q,
+        )
     )
 
 
@@ -261,10 +269,112 @@ def test_fuzz_override(text):
         configs.from_dict(RunConfig, configs.merge_overrides({}, [text]), "fuzz")
 
 
-def test_fuzz_inputs_include_json_of_the_real_shape():
+# Valid starting points for the round trip: the defaults of each model family and prior kind.
+# Candidates this version does not accept (a renamed kind, a moved key) simply drop out.
+BASE_CANDIDATES = [
+    {},
+    *({"model": {"kind": kind}} for kind in ("vqvae", "vae", "audio", "mlp")),
+    {"model": {"kind": "vqvae2", "image_size": 32}},
+    {"prior": {"kind": "transformer"}},
+    {"prior_kind": "transformer"},
+]
+
+
+def _valid_bases() -> list[dict]:
+    bases = []
+    for raw in BASE_CANDIDATES:
+        with contextlib.suppress(ConfigError):
+            base = configs.to_dict(configs.from_dict(RunConfig, raw))
+            if base not in bases:  # {} and the default model kind are the same config
+                bases.append(base)
+    return bases
+
+
+BASES = _valid_bases()
+
+
+def _leaves(tree: dict, path: tuple = ()) -> list[tuple]:
+    """Paths of the settings in a config mapping, ``kind`` tags excepted (they pick the section)."""
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found += _leaves(value, (*path, key))
+        elif key != "kind":
+            found.append((*path, key))
+    return found
+
+
+def _like(value) -> st.SearchStrategy:
+    """Values of the type that ``value`` has (validation decides which are allowed)."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.one_of(st.integers(0, 8), st.integers(-(2**40), 2**40))
+    if isinstance(value, float):
+        # Finite: NaN is not equal to itself; every other double must come back bit for bit.
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if isinstance(value, str):
+        return st.one_of(st.just(value), st.text(max_size=6))
+    if isinstance(value, tuple | list) and value:
+        return st.lists(_like(value[0]), max_size=4)
+    return st.just(value)  # None or an empty list: the type is not known from the value
+
+
+@st.composite
+def run_config_mappings(draw) -> dict:
+    """A base config mapping with up to five settings replaced by values of the same type."""
+    raw = json.loads(json.dumps(draw(st.sampled_from(BASES))))  # a deep copy
+    for path in draw(st.lists(st.sampled_from(_leaves(raw)), max_size=5, unique=True)):
+        *parents, key = path
+        section = raw
+        for name in parents:
+            section = section[name]
+        section[key] = draw(_like(section[key]))
+    return raw
+
+
+def _typed(value):
+    """``value`` with the type of every leaf made part of it (so 1 and 1.0 differ)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@FUZZ
+@given(raw=run_config_mappings(), spec=st.text(max_size=30))
+@example(raw={}, spec="mnist:~/data/mnist")
+def test_run_config_json_round_trip(raw, spec):
+    """What ``RunDir.write_config`` writes, ``read_config`` reads back as an equal config: every
+    section, kind and value, with its type (tuples from JSON lists, floats that look like ints),
+    and the data spec whatever its characters."""
+    try:
+        config = configs.from_dict(RunConfig, raw, "fuzz")
+    except ConfigError:
+        reject()
+    with tempfile.TemporaryDirectory() as d:
+        run = RunDir(d)
+        run.write_config(config, spec)
+        again, spec_again = run.read_config()
+    assert spec_again == spec
+    assert again == config
+    assert _typed(configs.to_dict(again)) == _typed(configs.to_dict(config))
+
+
+def test_round_trip_starts_from_several_families():
+    assert len(BASES) >= 4, "most base configs are refused: update BASE_CANDIDATES"
+    assert len({b["model"]["kind"] for b in BASES}) >= 3
+
+
+def test_fuzz_inputs_are_valid_before_mutation():
     """A sanity check of the harness: the valid files above are accepted as they are."""
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "c.safetensors").write_bytes(CODES)
         assert len(load_codes(Path(d) / "c.safetensors")) == 2
     assert restricted_loads(VALID_PICKLE, "ok")["data"].shape == (2, 3072)
-    assert json.loads(json.dumps({"ok": 1}))
+    for suffix, data in (("npz", NPZ), ("npy", NPY)):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / f"x.{suffix}").write_bytes(data)
+            splits = load_data(f"{suffix}:{Path(d) / f'x.{suffix}'}")
+            assert len(splits.train) + len(splits.test) in (6, 3)
