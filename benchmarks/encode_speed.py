@@ -4,7 +4,7 @@ training step of each prior on 7×7 code maps (K = 512), in one run.
     python benchmarks/encode_speed.py --threads 2
     python benchmarks/encode_speed.py --quick                 # tiny sizes, a smoke test
 
-- ``encode``: ``stages.encode_images`` (what ``vqvae encode`` runs: eval mode, no grad, batches
+- ``encode``: ``ModelFamily.encode`` (what ``vqvae encode`` runs: eval mode, no grad, batches
   of ``EVAL_BATCH``) over ``--images`` random 28×28×1 images, with the MNIST model of
   ``configs/mnist.toml``; images/s = images / median seconds of a whole pass.
 - ``pixelcnn`` / ``transformer``: one training step (``training_losses`` -> backward -> AdamW
@@ -27,13 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import _timing as T  # noqa: E402
 
+from vqvae import configs  # noqa: E402
 from vqvae.models import build_model  # noqa: E402
-from vqvae.pipeline.generation import build_prior  # noqa: E402
+from vqvae.pipeline.families import FAMILIES  # noqa: E402
 from vqvae.pipeline.run import resolve_config  # noqa: E402
-from vqvae.pipeline.stages import encode_images  # noqa: E402
+from vqvae.priors import PRIORS, TransformerPriorConfig  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist.toml"
-PRIORS = {"pixelcnn": "prior", "transformer": "transformer"}  # impl -> config section
 GRID, CLASSES = 7, 10
 
 
@@ -60,18 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         args.batch = args.batch or 4
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config, _ = resolve_config(CONFIG, [])
+    config = resolve_config(CONFIG, [])
     batch = args.batch or config.prior_train.batch_size
-    model = build_model(config.model).eval()  # 28×28×1 -> 7×7, K = 512
+    shape = {"in_channels": 1, "image_size": 28}  # what MNIST would give: 28×28×1 -> 7×7
+    model = build_model(configs.replace(config.model, "model", **shape)).eval()  # K = 512
     k = config.model.quantizer.codebook_size
     images = np.random.default_rng(0).random((args.images, 1, 28, 28), dtype=np.float32)
     codes = torch.randint(k, (batch, GRID, GRID))
     labels = torch.randint(CLASSES, (batch,))
 
-    steps = {"encode": lambda: encode_images(model, images)}
-    for impl, section in PRIORS.items():
-        _, prior = build_prior(config, section, k, CLASSES)
-        steps[impl] = prior_step(prior, codes, labels)
+    steps = {"encode": lambda: FAMILIES.get("vqvae").encode(model, images)}
+    # The config's PixelCNN and a default Transformer, sized for 7×7 maps of K codes.
+    for section in (config.prior, TransformerPriorConfig()):
+        cls = PRIORS.get(section.kind)
+        sized = cls.fitted_config(section, grid=(GRID, GRID), codebook_size=k, num_classes=CLASSES)
+        steps[section.kind] = prior_step(cls(sized), codes, labels)
     times = T.interleaved(steps, args.rounds, args.repeats, args.warmup)
 
     rows = []

@@ -23,7 +23,7 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, checking every key and value type."""
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(map(str, set(data) - names))  # YAML allows keys such as null or 1
     if unknown:
@@ -50,8 +50,33 @@ def replace(config: T, where: str = "config", **changes: Any) -> T:
     return from_dict(type(config), merged, where)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tagged:
+    """Marks a config section whose ``kind`` picks its dataclass from a registry:
+    ``prior: Annotated[Any, Tagged(PRIORS, "pixelcnn")]``. The registry's entries carry their
+    config dataclass as ``config_class``; a table without ``kind`` gets ``default``. Kinds
+    registered later (a plugin, a test) are accepted without touching the annotation."""
+
+    registry: Any  # a vqvae.registry.Registry of classes with a ``config_class``
+    default: str
+
+    def parse(self, value: Any, where: str) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            entry = self.registry.get(getattr(value, "kind", None), f"{where}.kind")
+            if isinstance(value, entry.config_class):
+                return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table of settings, got {value!r}")
+        entry = self.registry.get(value.get("kind", self.default), f"{where}.kind")
+        return from_dict(entry.config_class, value, where)
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(hint)
+        tag = next((e for e in extras if isinstance(e, Tagged)), None)
+        return _check_type(value, base, where) if tag is None else tag.parse(value, where)
     if origin in (typing.Union, types.UnionType):
         tagged = _tagged_option(value, typing.get_args(hint), where)
         if tagged is not None:

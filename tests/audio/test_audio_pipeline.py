@@ -14,7 +14,7 @@ from scipy.io import wavfile
 
 from vqvae.cli.main import main
 from vqvae.data import load_codes
-from vqvae.pipeline import audio
+from vqvae.evaluation import scores
 from vqvae.training import TrainConfig
 
 TINY = [
@@ -62,8 +62,8 @@ def small_and_single_threaded(monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setattr(
-        audio,
-        "CLASSIFIER_TRAIN",
+        scores,
+        "AUDIO_CLASSIFIER_TRAIN",
         TrainConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=2, checkpoint_every=0),
     )
     yield

@@ -10,7 +10,7 @@ from helpers import write_bar_images
 from PIL import Image
 
 from vqvae.cli.main import main
-from vqvae.pipeline import quality
+from vqvae.evaluation import scores
 from vqvae.training import TrainConfig
 
 TINY = [
@@ -38,7 +38,9 @@ PRIORS = [
 @pytest.fixture(autouse=True)
 def small_classifier(monkeypatch):
     monkeypatch.setattr(
-        quality, "CLASSIFIER_TRAIN", TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup_steps=2)
+        scores,
+        "IMAGE_CLASSIFIER_TRAIN",
+        TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup_steps=2),
     )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -63,7 +65,9 @@ def test_vqvae_with_a_transformer_prior_guidance_completion_and_sample_quality(d
     assert main(["train-prior", str(run), "--steps", "10", "prior_kind=transformer",
                  "transformer.label_dropout=0.2"]) == 0  # fmt: skip
     saved = json.loads((run / "config.json").read_text())
-    assert saved["prior_kind"] == "transformer" and saved["transformer"]["num_classes"] == 3
+    # release 0.1's spelling (prior_kind, transformer.*) is read as prior.kind = "transformer"
+    assert saved["prior"]["kind"] == "transformer" and saved["prior"]["num_classes"] == 3
+    assert saved["prior"]["label_dropout"] == 0.2 and "transformer" not in saved
     assert json.loads((run / "prior/model/config.json").read_text())["type"] == "TransformerPrior"
 
     for extra in (["--guidance-scale", "2"], ["--complete"], ["--no-cache", "--label", "1"]):

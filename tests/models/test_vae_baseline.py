@@ -15,7 +15,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make(**kw) -> GaussianVAE:
     torch.manual_seed(0)
-    cfg = dict(image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, latent_dim=3)
+    cfg = dict(
+        in_channels=1,
+        image_size=8,
+        downsample=2,
+        hidden=8,
+        res_hidden=4,
+        res_blocks=1,
+        latent_dim=3,
+    )
     cfg.update(kw)
     return GaussianVAE(VAEConfig(**cfg))
 
@@ -56,7 +64,7 @@ def test_reconstruction_uses_the_posterior_mean_and_save_load(tmp_path) -> None:
     loaded = load_model(model.save_pretrained(tmp_path / "vae"))
     assert isinstance(loaded, GaussianVAE) and loaded.config == model.config
     assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
-    assert isinstance(build_model(VAEConfig()), GaussianVAE)
+    assert isinstance(build_model(VAEConfig(in_channels=1, image_size=28)), GaussianVAE)
     assert model.latent_dims == 3 * 16
 
 

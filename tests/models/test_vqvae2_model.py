@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def make(**kw) -> VQVAE2:
     torch.manual_seed(0)
     cfg = dict(
+        in_channels=1,
         image_size=16,
         downsample=2,
         top_downsample=2,

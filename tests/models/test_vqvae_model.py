@@ -16,7 +16,9 @@ def tiny(**kw) -> VQVAE:
     torch.manual_seed(0)
     q = QuantizerConfig(codebook_size=16, dim=8, kmeans_init=False, dead_code_threshold=0.0)
     return VQVAE(
-        VQVAEConfig(image_size=8, downsample=2, hidden=16, res_hidden=8, quantizer=q, **kw)
+        VQVAEConfig(
+            in_channels=1, image_size=8, downsample=2, hidden=16, res_hidden=8, quantizer=q, **kw
+        )
     )
 
 
@@ -61,6 +63,7 @@ def test_index_round_trip_is_exact_for_every_quantizer(variant):
     torch.manual_seed(0)
     m = VQVAE(
         VQVAEConfig(
+            in_channels=1,
             image_size=8,
             downsample=2,
             hidden=16,
@@ -139,7 +142,11 @@ def test_load_refuses_shape_mismatch(tmp_path):
 def test_short_training_run_loss_falls():
     torch.manual_seed(0)
     q = QuantizerConfig(codebook_size=32, dim=8)
-    m = VQVAE(VQVAEConfig(image_size=8, downsample=2, hidden=32, res_hidden=16, quantizer=q))
+    m = VQVAE(
+        VQVAEConfig(
+            in_channels=1, image_size=8, downsample=2, hidden=32, res_hidden=16, quantizer=q
+        )
+    )
     g = torch.Generator().manual_seed(0)
     # Structured data: random horizontal/vertical bars.
     x = torch.zeros(256, 1, 8, 8)
@@ -152,7 +159,7 @@ def test_short_training_run_loss_falls():
 
 def test_invalid_configs_rejected():
     with pytest.raises(ConfigError, match="not divisible"):
-        VQVAEConfig(image_size=30, downsample=4)
+        VQVAEConfig(in_channels=1, image_size=30, downsample=4)
     with pytest.raises(ConfigError, match="power of two"):
         VQVAEConfig(downsample=3)
 

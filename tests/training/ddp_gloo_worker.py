@@ -41,7 +41,7 @@ def tiny_model(**quantizer) -> VQVAE:
     torch.manual_seed(0)
     q = QuantizerConfig(kind="ema", codebook_size=16, dim=4, **quantizer)
     config = VQVAEConfig(
-        image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q
+        in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q
     )
     model = VQVAE(config)
     model.unused = nn.Linear(3, 3)  # never called: DDP must not hang waiting for its gradient

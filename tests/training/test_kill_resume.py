@@ -159,7 +159,7 @@ def _tiny_model():
 
     q = QuantizerConfig(codebook_size=4, dim=2)
     return VQVAE(
-        VQVAEConfig(image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
+        VQVAEConfig(in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
     )
 
 

@@ -31,7 +31,7 @@ def tiny_model() -> VQVAE:
     torch.manual_seed(0)
     q = QuantizerConfig(codebook_size=8, dim=4)
     return VQVAE(
-        VQVAEConfig(image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
+        VQVAEConfig(in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
     )
 
 
@@ -116,6 +116,18 @@ def test_skip_nonfinite_skips_the_batch_without_a_trace(tmp_path):
     assert not torch.equal(states[4]["quantizer.codebook"], states[3]["quantizer.codebook"])
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["train/skipped"] == 1
+
+
+def test_a_skipped_first_batch_undoes_the_codebook_initialisation():
+    # The quantizer keeps its step counter and init flag in Python between steps: undoing a
+    # batch reaches them too, so the next batch initialises the codebook again, as step 0.
+    model = tiny_model()
+    poison(model, {1})
+    inits, init = [], model.quantizer._init_codebook
+    model.quantizer._init_codebook = lambda flat, n: inits.append(n) or init(flat, n)
+    run = config(skip_nonfinite=True, steps=3, checkpoint_every=0)
+    assert fit(model, batches(), run, show_progress=False).skipped == 1
+    assert len(inits) == 2 and int(model.quantizer.steps) == 2
 
 
 def test_skip_nonfinite_still_stops_after_too_many_in_a_row(tmp_path):

@@ -58,7 +58,7 @@ def test_train_evaluate_encode_decode(npz, tmp_path):
     assert np.load(tmp_path / "d.npy").shape == (5, 6)
     assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.npz"), "--n", "4"]) == 0
     with np.load(tmp_path / "r.npz") as r:
-        assert r["originals"].shape == r["reconstructions"].shape == (4, 6)
+        assert r["original"].shape == r["reconstruction"].shape == (4, 6)
     assert main(["train-prior", str(run), "--steps", "1"]) == 2
     assert main(["sample", str(run), "--out", str(tmp_path / "s")]) == 2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vqvae import configs
 from vqvae.errors import VQVAEError
-from vqvae.pipeline.sections import PRIOR_SECTIONS  # torch-free: `vqvae --help` stays fast
+from vqvae.pipeline.sections import LEGACY_PRIOR_KEYS, PRIOR_SECTIONS  # torch-free: `vqvae --help` stays fast
 
 SPEC_HELP = (
     "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE, "
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true")
     _budget(p)
-    _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15")
+    _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15 or prior.kind=transformer")
 
     p = sub.add_parser("sample", help="sample codes from the prior and decode them")
     p.add_argument("run")
@@ -165,13 +165,9 @@ def run(args: argparse.Namespace) -> int:
         _print_metrics(f"demo finished: run folder {args.out}", metrics)
         print(f"  pictures: {args.out}/reconstructions.png, {args.out}/samples.png")
     elif args.command == "train":
-        # Audio data selects the audio model (a config file or model.kind=... still decides).
-        base = (
-            {"model": {"kind": "audio"}} if args.data.startswith(("fsdd:", "wav-folder:")) else None
-        )
         overrides = args.overrides + _budget_overrides(args, "train")
-        config, raw = resolve_config(args.config, overrides, base)
-        summary = stages.train_vqvae(args.data, args.out, config, raw, resume=args.resume)
+        config = resolve_config(args.config, overrides, data=args.data)
+        summary = stages.train_vqvae(args.data, args.out, config, resume=args.resume)
         if not is_main_process():
             return _exit_status(summary.result)
         state = "interrupted at" if summary.result.interrupted else "finished"
@@ -186,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         print(stages.encode_dataset(args.run, args.data, args.out, args.split))
     elif args.command == "train-prior":
         base = configs.load_file(args.config) if args.config else {}
-        base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS}
+        base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS + LEGACY_PRIOR_KEYS}
         raw = configs.merge_overrides(base, args.overrides + _budget_overrides(args, "prior_train"))
         metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
         if is_main_process():
@@ -211,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(path)
     elif args.command == "evaluate":
-        from vqvae.pipeline.generation import SampleOptions
+        from vqvae.pipeline.families import SampleOptions
 
         options = SampleOptions(args.temperature, guidance_scale=args.guidance_scale)
         metrics = stages.evaluate(
@@ -240,7 +236,7 @@ def _exit_status(result) -> int:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Parse, letting key=value overrides follow options too: argparse alone gives
-    `train-prior RUN --steps 10 prior_kind=transformer` no place for the override."""
+    `train-prior RUN --steps 10 prior.kind=transformer` no place for the override."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -253,6 +249,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    from vqvae.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process's training steps reuse freed memory (process-wide)
     try:
         from vqvae.distributed import process_group_from_env
 

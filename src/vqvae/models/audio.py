@@ -48,7 +48,7 @@ class AudioVQVAEConfig:
     mel_weight: float = 1.0  # weight of the log-mel L1 loss (0 = off)
     mel_fft: int = 512  # its FFT size (hop = n / 4)
     mel_bands: int = 64
-    data_variance: float = 1.0  # filled in from the training clips
+    data_variance: float | None = None  # None: taken from the training clips (1.0 without data)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def __post_init__(self) -> None:
@@ -88,7 +88,7 @@ class AudioVQVAEConfig:
                 f"must lie in [8, {shortest}] (the training crop) with mel_bands >= 1, got "
                 f"{self.mel_fft} and {self.mel_bands}",
             )
-        if not self.data_variance > 0:
+        if self.data_variance is not None and not self.data_variance > 0:
             raise bad("data_variance", f"must be > 0, got {self.data_variance}")
 
     @property
@@ -134,7 +134,7 @@ class AudioVQVAE(Pretrained, nn.Module):
             log_mel_loss(x, out, c.sample_rate, c.mel_fft, c.mel_bands) if c.mel_weight else zero
         )
         loss = (
-            c.time_weight * time_loss / c.data_variance
+            c.time_weight * time_loss / (c.data_variance or 1.0)
             + c.stft_weight * stft_loss
             + c.mel_weight * mel_loss
             + q.loss

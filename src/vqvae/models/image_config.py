@@ -19,19 +19,22 @@ def is_power_of_two(n: int) -> bool:
 
 @dataclass
 class ImageModelConfig:
-    in_channels: int = 1
-    image_size: int = 28
+    # Taken from the data by `vqvae train` unless set: None until then (a model built by hand
+    # needs them set; see ``require_shape``).
+    in_channels: int | None = None
+    image_size: int | None = None
     downsample: int = 4  # latent grid = image_size / downsample
     hidden: int = 128
     res_blocks: int = 2
     res_hidden: int = 32
     recon_loss: Literal["mse", "bce"] = "mse"  # bce: inputs binarised at 0.5, decoder emits logits
     # MSE is divided by the training data's variance (as in the Sonnet example) so that the
-    # reconstruction and commitment terms keep the balance the paper's β assumes.
-    data_variance: float = 1.0
+    # reconstruction and commitment terms keep the balance the paper's β assumes. None: taken
+    # from the training images by `vqvae train` (1.0 for BCE and for a model built without data).
+    data_variance: float | None = None
 
     def __post_init__(self) -> None:
-        if self.in_channels < 1:
+        if self.in_channels is not None and self.in_channels < 1:
             raise ConfigError(f"model.in_channels must be >= 1, got {self.in_channels}")
         if not is_power_of_two(self.downsample):
             raise ConfigError(
@@ -42,16 +45,28 @@ class ImageModelConfig:
                 raise ConfigError(f"model.{name} must be >= 2, got {getattr(self, name)}")
         if self.res_blocks < 0:
             raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
-        if not self.data_variance > 0:
+        if self.data_variance is not None and not self.data_variance > 0:
             raise ConfigError(f"model.data_variance must be > 0, got {self.data_variance}")
-        if self.image_size < 1 or self.image_size % self.downsample:
+        if self.image_size is not None and (
+            self.image_size < 1 or self.image_size % self.downsample
+        ):
             raise ConfigError(
                 f"model.image_size {self.image_size} is not divisible by "
                 f"model.downsample {self.downsample}"
             )
 
+    def require_shape(self) -> None:
+        """Refuse to build a model whose input shape is still to be taken from the data."""
+        for name in ("in_channels", "image_size"):
+            if getattr(self, name) is None:
+                raise ConfigError(
+                    f"model.{name} is taken from the data by `vqvae train`; set it to build a "
+                    "model without data"
+                )
+
     @property
     def grid(self) -> tuple[int, int]:
+        self.require_shape()
         side = self.image_size // self.downsample
         return side, side
 
@@ -85,4 +100,4 @@ class ImageModelConfig:
             raw = F.binary_cross_entropy_with_logits(out, target)
             return raw, raw
         raw = F.mse_loss(out + 0.5, target)
-        return raw, raw / self.data_variance
+        return raw, raw / (self.data_variance or 1.0)

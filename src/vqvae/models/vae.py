@@ -45,6 +45,7 @@ class GaussianVAE(Pretrained, nn.Module):
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
+        config.require_shape()
         self.config = config
         c = config
         args = (c.hidden, c.res_blocks, c.res_hidden)

@@ -34,7 +34,7 @@ def _default_quantizer() -> QuantizerConfig:
 @dataclass
 class VectorVQVAEConfig:
     kind: Literal["mlp"] = "mlp"  # the model family (see vqvae.models.build_model)
-    input_dim: int = 16  # F, filled in from the data
+    input_dim: int | None = None  # F: taken from the data by `vqvae train` unless set
     codes: int = 1  # M codes per vector
     hidden: int = 256
     layers: int = 2  # hidden layers in the encoder and in the decoder
@@ -42,7 +42,7 @@ class VectorVQVAEConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_dim", "codes", "hidden", "layers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
 
 
@@ -59,6 +59,11 @@ class VectorVQVAE(Pretrained, nn.Module):
 
     def __init__(self, config: VectorVQVAEConfig) -> None:
         super().__init__()
+        if config.input_dim is None:
+            raise ConfigError(
+                "model.input_dim is taken from the data by `vqvae train`; set it to build a "
+                "model without data"
+            )
         self.config = config
         c, q = config, config.quantizer
         self.encoder = MLPEncoder(c.input_dim, c.hidden, c.layers, c.codes, q.dim)

@@ -41,6 +41,7 @@ class VQVAE(Pretrained, nn.Module):
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
+        config.require_shape()
         self.config = config
         q = config.quantizer
         args = (config.hidden, config.res_blocks, config.res_hidden)

@@ -45,7 +45,7 @@ class VQVAE2Config(ImageModelConfig):
                 f"model.top_downsample must be a power of two >= 2, got {self.top_downsample}"
             )
         total = self.downsample * self.top_downsample
-        if self.image_size % total:
+        if self.image_size is not None and self.image_size % total:
             raise ConfigError(
                 f"model.image_size {self.image_size} is not divisible by model.downsample × "
                 f"model.top_downsample = {total}"
@@ -53,6 +53,7 @@ class VQVAE2Config(ImageModelConfig):
 
     @property
     def top_grid(self) -> tuple[int, int]:
+        self.require_shape()
         side = self.image_size // (self.downsample * self.top_downsample)
         return side, side
 
@@ -71,6 +72,7 @@ class VQVAE2(Pretrained, nn.Module):
 
     def __init__(self, config: VQVAE2Config) -> None:
         super().__init__()
+        config.require_shape()
         self.config = config
         c, hid = config, config.hidden
         res = (c.res_blocks, c.res_hidden)

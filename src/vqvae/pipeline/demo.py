@@ -27,13 +27,13 @@ DEMO_CONFIG: dict[str, Any] = {
 
 
 def run_demo(out: str | Path, overrides: list[str], show_progress: bool = True) -> dict[str, Any]:
-    config, raw = resolve_config(None, overrides, base=DEMO_CONFIG)
+    config = resolve_config(None, overrides, base=DEMO_CONFIG, data="digits")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "config.json").is_file():
             raise VQVAEError(f"{out}: exists and is not a run folder; choose another --out")
         shutil.rmtree(out)  # a previous demo run: start afresh so the demo can be re-run
-    stages.train_vqvae("digits", out, config, raw, show_progress=show_progress)
+    stages.train_vqvae("digits", out, config, show_progress=show_progress)
     stages.train_prior(out, None, {}, show_progress=show_progress)
     stages.sample(out, 10, out / "samples.png")
     return stages.evaluate(out, None)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.nets.modes import eval_mode
 from vqvae.priors.sampling import _check_options, sample_from_logits
@@ -68,6 +69,29 @@ class AutoregressivePrior(nn.Module):
     ``codebook_size``, ``num_classes`` and ``label_dropout``."""
 
     config: Any
+
+    # ------------------------------------------------------------------ fitting to codes
+    @classmethod
+    def fitted_config(
+        cls,
+        config: Any,
+        *,
+        grid: tuple[int, ...],
+        codebook_size: int,
+        num_classes: int,
+        cond_codebook_size: int = 0,
+    ) -> Any:
+        """``config`` with what the codes decide filled in: the vocabulary, the classes, and
+        whatever the prior needs to know of the code grid (a Transformer's 1D layout). Raises
+        ``ConfigError`` for codes this prior cannot model (by default: anything but 2D maps, or
+        a conditioning code map)."""
+        if cond_codebook_size:
+            raise ConfigError(f"prior.kind = {config.kind!r} cannot be conditioned on a code map")
+        if len(grid) != 2:
+            raise ConfigError(f"prior.kind = {config.kind!r} models 2D code maps, not {grid}")
+        return configs.replace(
+            config, "prior", codebook_size=codebook_size, num_classes=num_classes
+        )
 
     # ------------------------------------------------------------------ labels
     @property

@@ -36,11 +36,13 @@ the same inputs, evaluated on crops).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
 from vqvae.serialization import Pretrained
@@ -48,6 +50,7 @@ from vqvae.serialization import Pretrained
 
 @dataclass
 class PixelCNNConfig:
+    kind: Literal["pixelcnn"] = "pixelcnn"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
     channels: int = 128
     layers: int = 12  # gated layers
@@ -166,6 +169,19 @@ class GatedPixelCNN(Pretrained, AutoregressivePrior):
     """Autoregressive prior p(z) = Π_{raster order} p(z_ij | z_<ij [, class] [, cond map])."""
 
     config_class = PixelCNNConfig
+
+    @classmethod
+    def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
+        """2D maps only; may be conditioned on a coarser code map (VQ-VAE-2's bottom prior)."""
+        if len(grid) != 2:
+            raise ConfigError(f"prior.kind = 'pixelcnn' models 2D code maps, not {grid}")
+        return configs.replace(
+            config,
+            "prior",
+            codebook_size=codebook_size,
+            num_classes=num_classes,
+            cond_codebook_size=cond_codebook_size,
+        )
 
     def __init__(self, config: PixelCNNConfig) -> None:
         super().__init__()

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
 from vqvae.serialization import Pretrained
@@ -34,6 +35,7 @@ from vqvae.serialization import Pretrained
 
 @dataclass
 class TransformerPriorConfig:
+    kind: Literal["transformer"] = "transformer"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
     dim: int = 128  # model width
     heads: int = 4
@@ -138,6 +140,21 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
     """p(z) = Π_t p(z_t | z_<t [, class]) over flattened code maps or code sequences."""
 
     config_class = TransformerPriorConfig
+
+    @classmethod
+    def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
+        """2D maps keep the configured largest grid; 1D sequences set the "1d" layout and
+        ``max_length`` = their length (audio code sequences)."""
+        if cond_codebook_size:
+            raise ConfigError("prior.kind = 'transformer' cannot be conditioned on a code map")
+        sizes = {"codebook_size": codebook_size, "num_classes": num_classes}
+        if len(grid) == 1:
+            sizes.update(layout="1d", max_length=grid[0])
+        elif len(grid) != 2:
+            raise ConfigError(
+                f"prior.kind = 'transformer' models code maps or sequences, not {grid}"
+            )
+        return configs.replace(config, "prior", **sizes)
 
     def __init__(self, config: TransformerPriorConfig) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vqvae.models.classification import (
+from vqvae.evaluation.classification import (
     check_classifier_config,
     classification_losses,
     require_labels,
@@ -80,6 +80,10 @@ class ImageClassifier(Pretrained, nn.Module):
         x, labels = batch
         labels = require_labels(labels)
         return classification_losses(self(x), labels)
+
+    def predict(self, images: Tensor, batch_size: int = 500) -> Tensor:
+        """Predicted classes (N,) of ``images``, in eval mode."""
+        return features_and_predictions(self, images, batch_size)[1]
 
 
 @torch.no_grad()

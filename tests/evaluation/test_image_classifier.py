@@ -4,8 +4,8 @@ penultimate layer."""
 import pytest
 import torch
 
-from vqvae.models import ClassifierConfig, ImageClassifier
-from vqvae.models.classifier import features_and_predictions
+from vqvae.evaluation import ClassifierConfig, ImageClassifier
+from vqvae.evaluation.image_classifier import features_and_predictions
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")

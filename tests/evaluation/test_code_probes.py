@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vqvae.metrics.probes import chance_accuracy, code_bag, probe_accuracy
+from vqvae.evaluation.probes import chance_accuracy, code_bag, probe_accuracy
 
 
 def test_code_bag_counts_fractions():

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vqvae.models.audio_classifier import LogMelClassifier, LogMelClassifierConfig
+from vqvae.evaluation.audio_classifier import LogMelClassifier, LogMelClassifierConfig
 from vqvae.training import ShuffledBatches, TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vqvae.metrics.audio import log_mel
-from vqvae.models.classification import (
+from vqvae.evaluation.classification import (
     check_classifier_config,
     classification_losses,
     require_labels,
 )
+from vqvae.metrics.audio import log_mel
 from vqvae.nets.modes import eval_mode
 from vqvae.serialization import Pretrained
 
