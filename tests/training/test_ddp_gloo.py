@@ -99,3 +99,45 @@ def test_cli_under_torchrun_trains_with_rank_zero_writing(tmp_path):
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # one writer: every step logged once
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000003"
+
+
+def test_vqvae2_priors_under_torchrun_leave_one_run_folder(tmp_path):
+    """Both VQ-VAE-2 priors train under torchrun: every rank trains, rank 0 alone deletes,
+    saves, writes the config and reports; the folder holds exactly one run."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiny.npz", images=(rng.random((48, 8, 8)) * 255).astype(np.uint8))
+    run = tmp_path / "run"
+    model = [
+        "model.kind=vqvae2",
+        "model.downsample=2",
+        "model.top_downsample=2",
+        "model.hidden=8",
+        "model.res_hidden=4",
+        "model.res_blocks=1",
+        "model.quantizer.codebook_size=8",
+        "model.quantizer.dim=4",
+        "model.top_quantizer.codebook_size=4",
+        "model.top_quantizer.dim=4",
+        "train.batch_size=8",
+    ]
+    from vqvae.cli.main import main
+
+    assert main(["train", "--data", f"npz:{tmp_path / 'tiny.npz'}", "--out", str(run),
+                 "--steps", "2", *model]) == 0  # fmt: skip
+    small = ["channels=8", "layers=1", "kernel_size=3"]
+    priors = [*(f"prior.{s}" for s in small), *(f"bottom_prior.{s}" for s in small)]
+    args = ["-m", "vqvae.cli.main", "train-prior", str(run), "--steps", "3"]
+    result = _torchrun([*args, *priors, "prior_train.batch_size=8", "prior_train.log_every=1",
+                        "prior_train.checkpoint_every=1"], cwd=tmp_path)  # fmt: skip
+    assert result.stdout.count("prior, test split:") == 1  # rank 0 alone measures and reports
+    for level in ("prior", "prior_bottom"):
+        assert (run / level / "model" / "model.safetensors").is_file()
+        lines = (run / level / "log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]  # one writer
+        assert (run / level / "checkpoints" / "latest").read_text().strip() == "step-00000003"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["prior"]["codebook_size"] == 4 and saved["bottom_prior"]["cond_codebook_size"] == 4
+    assert sorted(p.name for p in (run / "codes").iterdir()) == [
+        "test-bottom.safetensors", "test-top.safetensors",
+        "train-bottom.safetensors", "train-top.safetensors",
+    ]  # fmt: skip

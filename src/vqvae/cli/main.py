@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 from vqvae import configs
+from vqvae.data import spec_help
 from vqvae.errors import VQVAEError
-from vqvae.pipeline.sections import LEGACY_PRIOR_KEYS, PRIOR_SECTIONS  # torch-free: `vqvae --help` stays fast
 
-SPEC_HELP = (
-    "data spec: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, npz:FILE, npy:FILE, "
-    "cifar:DIR (a CIFAR-10/100 python-batches folder or .tar.gz), or audio: fsdd:DIR (the Free "
-    "Spoken Digit Dataset) or wav-folder:DIR (WAV files)"
-)
+# torch-free: `vqvae --help` stays fast
+from vqvae.pipeline.sections import LEGACY_PRIOR_KEYS, PRIOR_SECTIONS
+
+SPEC_HELP = spec_help()  # every registered data scheme (vqvae.data.SCHEMES), torch-free
 AUDIO_OUT = " (audio runs: a folder for WAV files and spectrograms.png)"
 
 
@@ -99,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true")
     _budget(p)
-    _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15 or prior.kind=transformer")
+    _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15, prior.kind=transformer")
 
     p = sub.add_parser("sample", help="sample codes from the prior and decode them")
     p.add_argument("run")

@@ -236,7 +236,7 @@ class ModelFamily:
         self.write_examples(run, model, data)
         levels = self.code_levels(model)
         codes_of_levels = self.encode(model, self.inputs(data.test)) if levels else []
-        for level, codes in zip(levels, codes_of_levels):
+        for level, codes in zip(levels, codes_of_levels, strict=True):
             counts = code_histogram(
                 torch.from_numpy(codes), level.codebook_size, level.residual_levels
             )
@@ -259,7 +259,7 @@ class ModelFamily:
         for i in range(0, len(inputs), self.batch):
             codes = model.encode(as_float(inputs[i : i + self.batch]))
             batches.append(codes if isinstance(codes, tuple) else (codes,))
-        return [torch.cat(level).numpy() for level in zip(*batches)]
+        return [torch.cat(level).numpy() for level in zip(*batches, strict=True)]
 
     @torch.no_grad()
     def decode(self, model: nn.Module, codes: list[np.ndarray]) -> np.ndarray:
@@ -287,7 +287,7 @@ class ModelFamily:
         codes = self.encode(model, inputs) if levels else []
         outputs = self.decode(model, codes) if levels else self.reconstruct(model, inputs)
         metrics = self.fidelity(model, part, outputs)
-        for level, level_codes in zip(levels, codes):
+        for level, level_codes in zip(levels, codes, strict=True):
             counts = code_histogram(
                 torch.from_numpy(level_codes), level.codebook_size, level.residual_levels
             )
@@ -314,7 +314,7 @@ class ModelFamily:
             ):
                 meta = {"split": split, "data": data.spec, **self.codes_meta(model, part)}
                 codes = self.encode(model, self.inputs(part, model))
-                for path, level, level_codes in zip(paths, levels, codes):
+                for path, level, level_codes in zip(paths, levels, codes, strict=True):
                     save_codes(path, level_codes, part.labels, level.codebook_size, meta)
         distributed.barrier()
         return SplitCodes([load_codes(p).indices for p in paths], part.labels)
@@ -404,7 +404,7 @@ class ModelFamily:
             config, prior = self._fitted_prior(config, level, levels, num_classes)
             priors.append(prior)
         main = distributed.is_main_process()
-        for level, prior in zip(levels, priors):
+        for level, prior in zip(levels, priors, strict=True):
             directory = run.prior_dir(level.name)
             if resume and (ckpt := latest_checkpoint(directory / "checkpoints")) is not None:
                 verify_checkpoint(ckpt, prior)
@@ -477,7 +477,7 @@ class ModelFamily:
         levels = self.code_levels(model)
         return [
             prior(c, labels, None if level.conditioned_on is None else codes[level.conditioned_on])
-            for level, prior, c in zip(levels, priors, codes)
+            for level, prior, c in zip(levels, priors, codes, strict=True)
         ]
 
     def prior_metrics(
@@ -500,7 +500,7 @@ class ModelFamily:
         total_codes = sum(c.size for c in test.levels)
         metrics = {}
         if len(levels) > 1:
-            for level, b, c in zip(levels, bits, test.levels):
+            for level, b, c in zip(levels, bits, test.levels, strict=True):
                 metrics[f"prior_{level.name}_nll_bits_per_code"] = b / c.size
         metrics["prior_nll_bits_per_code"] = sum(bits) / max(1, total_codes)
         for unit, size in self.item_sizes(model).items():
@@ -529,7 +529,7 @@ class ModelFamily:
             m = min(self.sample_batch, n - i)
             lab = None if labels is None else labels[i : i + m]
             codes: list[Tensor] = []
-            for j, (level, prior) in enumerate(zip(levels, priors)):
+            for j, (level, prior) in enumerate(zip(levels, priors, strict=True)):
                 codes.append(
                     prior.sample(
                         m,
