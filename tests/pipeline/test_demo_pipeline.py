@@ -14,4 +14,9 @@ def test_demo_runs_and_reruns(tmp_path):
         assert (out / name).is_file(), name
     assert json.loads((out / "metrics.json").read_text())["prior_nll_bits_per_code"] > 0
     assert metrics["codebook_size"] == 32
-    run_demo(out, overrides, show_progress=False)  # a second run replaces the first
+    (out / "stale.txt").write_text("left by the first run")
+    again = run_demo(out, overrides, show_progress=False)  # a second run replaces the first
+    assert not (out / "stale.txt").exists()
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 20  # one run's log, not two appended
+    assert again == metrics  # same config, same seeds: the same run again
