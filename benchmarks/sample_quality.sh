@@ -37,9 +37,9 @@ have "$OUT/vqvae-pixelcnn/model" || $VQVAE train --data "$SPEC" --out "$OUT/vqva
 have "$OUT/vqvae-pixelcnn/prior/model" || $VQVAE train-prior "$OUT/vqvae-pixelcnn" $PRIOR_TRAIN \
   prior.channels=64 prior.layers=8 prior.kernel_size=5 prior.dropout=0.1 prior.label_dropout=0.1
 have "$OUT/vqvae-transformer/prior/model" || $VQVAE train-prior "$OUT/vqvae-transformer" \
-  $PRIOR_TRAIN prior_kind=transformer transformer.dim=128 transformer.heads=4 \
-  transformer.layers=4 transformer.dropout=0.1 transformer.label_dropout=0.1 \
-  transformer.max_rows=7 transformer.max_cols=7
+  $PRIOR_TRAIN prior.kind=transformer prior.dim=128 prior.heads=4 \
+  prior.layers=4 prior.dropout=0.1 prior.label_dropout=0.1 \
+  prior.max_rows=7 prior.max_cols=7
 
 have "$OUT/vae/model" || $VQVAE train --data "$SPEC" --out "$OUT/vae" model.kind=vae $NET $TRAIN \
   model.latent_dim=32
