@@ -21,6 +21,18 @@ def tiny_image_model(codebook_size: int = 8) -> list[str]:
     ]
 
 
+def tiny_vqvae(codebook_size: int = 8, dim: int = 4):
+    """The smallest 8×8 grey-image VQ-VAE the training tests build by hand."""
+    from vqvae.models import VQVAE, VQVAEConfig
+    from vqvae.quantizers import QuantizerConfig
+
+    q = QuantizerConfig(codebook_size=codebook_size, dim=dim)
+    config = VQVAEConfig(
+        in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q
+    )
+    return VQVAE(config)
+
+
 def write_bar_images(folder: Path, n: int) -> str:
     """Write ``folder/tiny.npz``: ``n`` 8×8 images in 3 learnable classes (class c: a white
     bar at rows 2c..2c+1) with their labels. Returns its data spec."""

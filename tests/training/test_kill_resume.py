@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_image_model
+from helpers import tiny_image_model, tiny_vqvae
 from safetensors.torch import load_file
 
 from vqvae.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -154,13 +154,7 @@ class _Crash(Exception):
 
 
 def _tiny_model():
-    from vqvae.models import VQVAE, VQVAEConfig
-    from vqvae.quantizers import QuantizerConfig
-
-    q = QuantizerConfig(codebook_size=4, dim=2)
-    return VQVAE(
-        VQVAEConfig(in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
-    )
+    return tiny_vqvae(codebook_size=4, dim=2)
 
 
 def test_a_crash_at_any_point_of_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_image_model
+from helpers import tiny_image_model, tiny_vqvae
 
 from vqvae import distributed
 from vqvae.cli.main import main
-from vqvae.models import VQVAE, VQVAEConfig
-from vqvae.quantizers import QuantizerConfig
+from vqvae.models import VQVAE
 from vqvae.training import (
     ShuffledBatches,
     TrainConfig,
@@ -29,10 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_model() -> VQVAE:
     torch.manual_seed(0)
-    q = QuantizerConfig(codebook_size=8, dim=4)
-    return VQVAE(
-        VQVAEConfig(in_channels=1, image_size=8, downsample=2, hidden=8, res_hidden=4, res_blocks=1, quantizer=q)
-    )
+    return tiny_vqvae(codebook_size=8, dim=4)
 
 
 def batches() -> ShuffledBatches:
