@@ -166,7 +166,6 @@ def build(impl: str, size: int, channels: int) -> nn.Module:
     if impl == "ours_search_only":
         model = build_ours(size, channels)
         model.quantizer.initialized.fill_(1.0)  # no k-means init either: the codebook stays
-        model.quantizer.sync_from_buffers()
         model.quantizer._prepare_codebook = lambda flat, step: None
         model.quantizer._record = lambda flat, indices, counts, step: None
         return model

@@ -45,25 +45,16 @@ def image_classifier(
 ) -> tuple[ImageClassifier, float]:
     """The cached image classifier for ``data`` (``DataSplits``) in ``directory``, trained
     first if missing or made for other data, and its test-split accuracy."""
+
+    def build() -> ImageClassifier:
+        classes = int(data.train.num_classes)
+        return ImageClassifier(ClassifierConfig(in_channels=data.channels, num_classes=classes))
+
     made_for = {"data": data.spec, "image_size": data.height, "channels": data.channels}
-
-    def train() -> tuple[ImageClassifier, float]:
-        classifier_cache.require_labels(data, "sample quality needs labelled data")
-        config = ClassifierConfig(
-            in_channels=data.channels, num_classes=int(data.train.num_classes)
-        )
-        model = classifier_cache.fit_classifier(
-            lambda: ImageClassifier(config),
-            _float(data.train.images),
-            torch.from_numpy(data.train.labels.astype(np.int64)),
-            IMAGE_CLASSIFIER_TRAIN,
-            show_progress,
-        ).eval()
-        return model, class_accuracy(model, data.test.images, data.test.labels)
-
-    return classifier_cache.load_or_train(
-        directory, made_for, ImageClassifier.from_pretrained, train
-    )
+    return _cached_classifier(
+        directory, data, made_for, build, ImageClassifier.from_pretrained, "images",
+        IMAGE_CLASSIFIER_TRAIN, "sample quality needs labelled data", show_progress,
+    )  # fmt: skip
 
 
 def audio_classifier(
@@ -72,25 +63,37 @@ def audio_classifier(
     """The cached log-mel classifier for ``data`` (``AudioSplits``) in ``directory``, trained
     on the real training clips first if missing or made for other data, and its accuracy on
     the real test clips."""
-    made_for = {"data": data.spec, "sample_rate": data.sample_rate, "length": data.length}
 
-    def train() -> tuple[LogMelClassifier, float]:
-        classifier_cache.require_labels(data, "intelligibility needs labelled audio")
-        config = LogMelClassifierConfig(
-            sample_rate=data.sample_rate, num_classes=int(data.train.num_classes)
-        )
+    def build() -> LogMelClassifier:
+        classes = int(data.train.num_classes)
+        return LogMelClassifier(LogMelClassifierConfig(data.sample_rate, num_classes=classes))
+
+    made_for = {"data": data.spec, "sample_rate": data.sample_rate, "length": data.length}
+    return _cached_classifier(
+        directory, data, made_for, build, LogMelClassifier.from_pretrained, "waveforms",
+        AUDIO_CLASSIFIER_TRAIN, "intelligibility needs labelled audio", show_progress,
+    )  # fmt: skip
+
+
+def _cached_classifier(
+    directory, data, made_for, build, load, field, training, purpose, show_progress
+):
+    """The classifier in ``directory`` when it was made for ``made_for``, else ``build()``
+    trained on the training split's ``field`` (images or waveforms) and labels; and its
+    accuracy on the test split."""
+
+    def train():
+        classifier_cache.require_labels(data, purpose)
         model = classifier_cache.fit_classifier(
-            lambda: LogMelClassifier(config),
-            torch.from_numpy(data.train.waveforms),
-            torch.from_numpy(data.train.labels),
-            AUDIO_CLASSIFIER_TRAIN,
+            build,
+            _float(getattr(data.train, field)),
+            torch.from_numpy(data.train.labels.astype(np.int64)),
+            training,
             show_progress,
         ).eval()
-        return model, class_accuracy(model, data.test.waveforms, data.test.labels)
+        return model, class_accuracy(model, getattr(data.test, field), data.test.labels)
 
-    return classifier_cache.load_or_train(
-        directory, made_for, LogMelClassifier.from_pretrained, train
-    )
+    return classifier_cache.load_or_train(directory, made_for, load, train)
 
 
 def class_accuracy(classifier: Any, inputs: np.ndarray, labels: np.ndarray) -> float:

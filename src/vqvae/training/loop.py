@@ -43,7 +43,6 @@ from vqvae.training.checkpoint import (
     restore_rng,
     restore_transient_buffers,
     save_checkpoint,
-    sync_from_buffers,
     transient_buffers,
 )
 from vqvae.training.logger import MetricsLog, truncate_log
@@ -379,7 +378,6 @@ def _snapshot(model: nn.Module) -> list[torch.Tensor]:
 def _restore(model: nn.Module, snapshot: list[torch.Tensor]) -> None:
     for tensor, saved in zip(_state_tensors(model), snapshot, strict=True):
         tensor.copy_(saved)
-    sync_from_buffers(model)
 
 
 def _postfix(metrics: dict[str, Any], step: int) -> dict[str, str]:
