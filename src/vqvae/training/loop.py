@@ -43,6 +43,7 @@ from vqvae.training.checkpoint import (
     restore_rng,
     restore_transient_buffers,
     save_checkpoint,
+    sync_from_buffers,
     transient_buffers,
 )
 from vqvae.training.logger import MetricsLog, truncate_log
@@ -71,9 +72,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     health_window: int = 0  # steps in the codebook-health window; 0 = one epoch
     skip_nonfinite: bool = False  # skip a batch with a NaN/inf loss or gradient instead of stopping
-    # glibc malloc keeps freed memory for the next step (training.allocator: ~15% shorter CPU
-    # steps); process-wide, so off for a process that must hand memory back between steps.
-    keep_freed_memory: bool = True
+    # true: fit() makes glibc malloc keep freed memory for the next step (training.allocator:
+    # ~15% shorter CPU steps). A process-wide setting, so the library leaves it to the process's
+    # owner: the vqvae command applies it at start; a program of your own can call
+    # vqvae.training.keep_freed_memory() or set this. (0.1.0 runs saved true: still accepted.)
+    keep_freed_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -193,174 +196,241 @@ def fit(
 
     ``on_step(step, model)`` is called on every rank after each optimisation step.
     """
-    if config.keep_freed_memory:
+    if config.keep_freed_memory:  # process-wide: only when asked (see TrainConfig)
         keep_freed_memory()
-    main = distributed.is_main_process()
-    run_dir = Path(run_dir) if run_dir is not None else None
-    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
-    device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    # The fused kernel: one pass over all parameters (on CPU 0.6 ms a step where the default
-    # per-tensor loop took 2.3 ms for the Sonnet-example VQ-VAE; same arithmetic, deterministic).
-    optimizer = torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=config.weight_decay, fused=device.type in FUSED
-    )
+    run = _Run(model, batches, config, run_dir, desc)
     torch.manual_seed(config.seed)
-
-    step, elapsed_before, skipped, health_window = 0, 0.0, 0, None
-    if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
-        state, extra = load_checkpoint(path, model, optimizer)
-        restore_rng(extra, state.get("rng", {}), device)
-        restore_transient_buffers(model, extra)
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
-        skipped = int(state.get("skipped", 0))
-        batches.load_state_dict(state["batches"])
-        health_window = extra.get("health.window")
-    log = None
-    if run_dir is not None and main:
-        if resume:  # steps after the checkpoint will be logged again
-            truncate_log(run_dir / "log.jsonl", step)
-        log = MetricsLog(run_dir / "log.jsonl", run_dir / "tensorboard")
-    health = None
-    window = config.health_window or batches.steps_per_epoch
-    last_saved = step if resume and step else None
-
-    def checkpoint(elapsed: float) -> None:
-        nonlocal last_saved
-        if ckpt_dir is None:
-            return
-        tensors, rng_meta = capture_rng(device)  # a collective: every rank takes part
-        tensors.update(transient_buffers(model))
-        if health is not None:
-            tensors["health.window"] = health.state_dict()
-        if main:
-            trainer_state = {
-                "step": step,
-                "elapsed": elapsed,
-                "skipped": skipped,
-                "batches": batches.state_dict(),
-                "rng": rng_meta,
-            }
-            save_checkpoint(ckpt_dir, model, optimizer, trainer_state, tensors=tensors)
-        last_saved = step
-
-    def diverged(what: str) -> TrainingDiverged:  # what: "loss became nan", ...
-        kept = (
-            f"the last good checkpoint (step {last_saved}) is kept"
-            if last_saved is not None
-            else "no checkpoint was written"
-        )
-        return TrainingDiverged(
-            f"{desc}: {what} at step {step + 1}; {kept} (lower train.lr, raise train.grad_clip, "
-            "or set train.skip_nonfinite=true)"
-        )
-
-    trainer = _data_parallel(model, device)
+    if resume:
+        run.resume()
+    run.open_log(resume)
+    trainer = _data_parallel(model, run.device)
     budget = config.minutes * 60 if config.minutes else math.inf
-    start = time.perf_counter()
-    metrics: dict[str, float] = {}
     max_steps = config.steps if config.steps is not None else math.inf
-    # The bar counts steps, or seconds when only a time budget is set.
-    by_time = config.steps is None
-    bar = tqdm(
-        total=round(budget) if by_time else config.steps,
-        initial=round(elapsed_before) if by_time else step,
-        unit="s" if by_time else "step",
-        desc=desc,
-        disable=not (show_progress and main),
-        leave=False,
-    )
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        return run.elapsed_before + time.perf_counter() - start
+
+    bar = _progress_bar(run, show_progress and run.main)
     trainer.train()
-    interrupted, stop_requested, consecutive = False, False, 0
+    metrics: dict[str, float] = {}
+    interrupted, stop_requested = False, False
     try:
         with _stop_on_signals() as stop:
-            while step < max_steps:
-                elapsed = elapsed_before + time.perf_counter() - start
-                progress = max(step / max_steps, elapsed / budget)
+            while run.step < max_steps:
+                progress = max(run.step / max_steps, elapsed() / budget)
                 if progress >= 1.0:
                     break
                 if stop_requested:
                     interrupted = True
                     break
-                lr = learning_rate(config, step, progress)
-                for group in optimizer.param_groups:
+                lr = learning_rate(config, run.step, progress)
+                for group in run.optimizer.param_groups:
                     group["lr"] = lr
 
-                batch = tuple(None if t is None else t.to(device) for t in next(batches))
-                # A skipped batch must leave no trace, including codebook buffers the forward
-                # pass updates (EMA statistics, k-means, resets).
-                snapshot = _snapshot(model) if config.skip_nonfinite else None
-                out = trainer(batch)
-                loss = out["loss"]
-                loss_ok = bool(torch.isfinite(loss))
-                # One collective a step: the decisions every rank must share.
-                bad, stop_requested = distributed.any_rank(not loss_ok, stop["stop"])
-                what = (
-                    f"loss became {float(loss.detach())}"
-                    if not loss_ok
-                    else "another rank's loss became non-finite"
-                )
-                optimizer.zero_grad(set_to_none=True)
-                if not bad:
-                    loss.backward()  # DDP averages the gradients over ranks here
-                    if config.grad_clip > 0:
-                        norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                        # The averaged gradient is the same on every rank: so is this decision.
-                        bad = not bool(torch.isfinite(norm))
-                        what = f"gradient norm became {float(norm)}"
-                if bad:
-                    if snapshot is None:
-                        raise diverged(what)
-                    consecutive += 1
-                    skipped += 1
-                    if consecutive > MAX_CONSECUTIVE_SKIPS:
-                        raise diverged(f"{consecutive} batches in a row were non-finite")
-                    _restore(model, snapshot)
-                    optimizer.zero_grad(set_to_none=True)
-                else:
-                    consecutive = 0
-                    optimizer.step()
-                step += 1
+                batch = tuple(None if t is None else t.to(run.device) for t in next(batches))
+                out, stepped, stop_requested = run.guarded_step(trainer, batch, stop["stop"])
+                run.step += 1
                 if on_step is not None:
-                    on_step(step, model)
+                    on_step(run.step, model)
 
-                counts = out.get("code_counts")
-                if counts is not None and not bad:
-                    if health is None:
-                        health = CodebookHealth(counts.numel(), window)
-                        if health_window is not None:
-                            health.load_state_dict(health_window)
-                    health.update(counts.flatten())
-                if step % max(config.log_every, 1) == 0 or step == max_steps:
-                    values = {k: float(v.detach()) for k, v in out.items() if k != "code_counts"}
-                    metrics = distributed.mean_over_ranks(values)  # a collective at set steps
-                    if health is not None:
-                        metrics.update(health.stats())
-                    metrics["lr"] = lr
-                    if skipped:
-                        metrics["skipped"] = skipped
-                    if log is not None:
-                        log.write(step, metrics)
-                    bar.set_postfix(_postfix(metrics, step), refresh=False)
-                if by_time:
-                    bar.update(round(elapsed_before + time.perf_counter() - start) - bar.n)
-                else:
-                    bar.update(1)
-                if config.checkpoint_every and step % config.checkpoint_every == 0:
-                    checkpoint(elapsed_before + time.perf_counter() - start)
-        seconds = elapsed_before + time.perf_counter() - start
-        checkpoint(seconds)
+                if stepped:
+                    run.update_health(out.get("code_counts"))
+                if run.step % max(config.log_every, 1) == 0 or run.step == max_steps:
+                    metrics = run.log_metrics(out, lr)
+                    bar.set_postfix(_postfix(metrics, run.step), refresh=False)
+                bar.update(round(elapsed()) - bar.n if config.steps is None else 1)
+                if config.checkpoint_every and run.step % config.checkpoint_every == 0:
+                    run.checkpoint(elapsed())
+        seconds = elapsed()
+        run.checkpoint(seconds)
     finally:
         bar.close()
-        if log is not None:
-            log.close()
+        if run.log is not None:
+            run.log.close()
     return TrainResult(
-        step=step,
+        step=run.step,
         seconds=seconds,
         interrupted=interrupted,
         metrics=metrics,
         stop_signal=stop["signal"],
-        skipped=skipped,
+        skipped=run.skipped,
+    )
+
+
+class _Run:
+    """What one call of ``fit`` works with: the model and its optimiser, where the run stands
+    (step, skipped batches, the codebook-health window), and where it writes (the metrics log
+    and checkpoints, both on rank 0 only)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: ShuffledBatches,
+        config: TrainConfig,
+        run_dir: str | Path | None,
+        desc: str,
+    ) -> None:
+        self.model, self.batches, self.config, self.desc = model, batches, config, desc
+        self.main = distributed.is_main_process()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        self.device = next(model.parameters()).device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # The fused kernel: one pass over all parameters (on CPU 0.6 ms a step where the
+        # default per-tensor loop took 2.3 ms for the Sonnet-example VQ-VAE; same arithmetic,
+        # deterministic).
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            fused=self.device.type in FUSED,
+        )
+        self.step = 0
+        self.elapsed_before = 0.0  # seconds trained before this process (a resumed run)
+        self.skipped = 0  # batches skipped for a non-finite loss or gradient
+        self.consecutive = 0  # ... of them in a row
+        self.last_saved: int | None = None  # the newest checkpoint's step
+        self.health: CodebookHealth | None = None  # starts with the first code histogram
+        self.health_window: torch.Tensor | None = None  # a resumed run's saved window
+        self.log: MetricsLog | None = None
+
+    # --- start ----------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the latest checkpoint, if there is one: weights, optimiser, RNG states,
+        transient buffers, data position, step and health window."""
+        path = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir is not None else None
+        if path is None:
+            return
+        state, extra = load_checkpoint(path, self.model, self.optimizer)
+        restore_rng(extra, state.get("rng", {}), self.device)
+        restore_transient_buffers(self.model, extra)
+        self.step, self.elapsed_before = int(state["step"]), float(state["elapsed"])
+        self.skipped = int(state.get("skipped", 0))
+        self.batches.load_state_dict(state["batches"])
+        self.health_window = extra.get("health.window")
+        self.last_saved = self.step or None
+
+    def open_log(self, resume: bool) -> None:
+        if self.run_dir is None or not self.main:
+            return
+        if resume:  # steps after the checkpoint will be logged again
+            truncate_log(self.run_dir / "log.jsonl", self.step)
+        self.log = MetricsLog(self.run_dir / "log.jsonl", self.run_dir / "tensorboard")
+
+    # --- one step -------------------------------------------------------------------------------
+    def guarded_step(
+        self, trainer: nn.Module, batch: tuple, stop_asked: bool
+    ) -> tuple[dict[str, torch.Tensor], bool, bool]:
+        """Loss → backward → clip → optimiser step on ``batch``, unless the loss or the gradient
+        is non-finite on any rank: then stop (``TrainingDiverged``) or, with
+        ``skip_nonfinite``, undo the batch. Returns (the losses, whether the optimiser stepped,
+        whether any rank was asked to stop); every rank returns the same decisions."""
+        config, optimizer = self.config, self.optimizer
+        # A skipped batch must leave no trace, including codebook buffers the forward pass
+        # updates (EMA statistics, k-means, resets).
+        snapshot = _snapshot(self.model) if config.skip_nonfinite else None
+        out = trainer(batch)
+        loss = out["loss"]
+        loss_ok = bool(torch.isfinite(loss))
+        # One collective a step: the decisions every rank must share.
+        bad, stop_requested = distributed.any_rank(not loss_ok, stop_asked)
+        what = (
+            f"loss became {float(loss.detach())}"
+            if not loss_ok
+            else "another rank's loss became non-finite"
+        )
+        optimizer.zero_grad(set_to_none=True)
+        if not bad:
+            loss.backward()  # DDP averages the gradients over ranks here
+            if config.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
+                # The averaged gradient is the same on every rank: so is this decision.
+                bad = not bool(torch.isfinite(norm))
+                what = f"gradient norm became {float(norm)}"
+        if not bad:
+            self.consecutive = 0
+            optimizer.step()
+            return out, True, stop_requested
+        if snapshot is None:
+            raise self.diverged(what)
+        self.consecutive += 1
+        self.skipped += 1
+        if self.consecutive > MAX_CONSECUTIVE_SKIPS:
+            raise self.diverged(f"{self.consecutive} batches in a row were non-finite")
+        _restore(self.model, snapshot)
+        optimizer.zero_grad(set_to_none=True)
+        return out, False, stop_requested
+
+    def diverged(self, what: str) -> TrainingDiverged:  # what: "loss became nan", ...
+        kept = (
+            f"the last good checkpoint (step {self.last_saved}) is kept"
+            if self.last_saved is not None
+            else "no checkpoint was written"
+        )
+        return TrainingDiverged(
+            f"{self.desc}: {what} at step {self.step + 1}; {kept} (lower train.lr, raise "
+            "train.grad_clip, or set train.skip_nonfinite=true)"
+        )
+
+    # --- after a step ---------------------------------------------------------------------------
+    def update_health(self, counts: torch.Tensor | None) -> None:
+        """Add a step's code histogram to the codebook-health window (one epoch by default)."""
+        if counts is None:
+            return
+        if self.health is None:
+            window = self.config.health_window or self.batches.steps_per_epoch
+            self.health = CodebookHealth(counts.numel(), window)
+            if self.health_window is not None:
+                self.health.load_state_dict(self.health_window)
+        self.health.update(counts.flatten())
+
+    def log_metrics(self, out: dict[str, torch.Tensor], lr: float) -> dict[str, float]:
+        """The step's losses averaged over ranks (a collective), codebook health, learning rate
+        and skips; written to the log on rank 0. Returns them."""
+        values = {k: float(v.detach()) for k, v in out.items() if k != "code_counts"}
+        metrics = distributed.mean_over_ranks(values)
+        if self.health is not None:
+            metrics.update(self.health.stats())
+        metrics["lr"] = lr
+        if self.skipped:
+            metrics["skipped"] = self.skipped
+        if self.log is not None:
+            self.log.write(self.step, metrics)
+        return metrics
+
+    def checkpoint(self, elapsed: float) -> None:
+        """Save where the run stands (rank 0 writes; a collective: every rank calls it)."""
+        if self.ckpt_dir is None:
+            return
+        tensors, rng_meta = capture_rng(self.device)
+        tensors.update(transient_buffers(self.model))
+        if self.health is not None:
+            tensors["health.window"] = self.health.state_dict()
+        if self.main:
+            trainer_state = {
+                "step": self.step,
+                "elapsed": elapsed,
+                "skipped": self.skipped,
+                "batches": self.batches.state_dict(),
+                "rng": rng_meta,
+            }
+            save_checkpoint(
+                self.ckpt_dir, self.model, self.optimizer, trainer_state, tensors=tensors
+            )
+        self.last_saved = self.step
+
+
+def _progress_bar(run: _Run, show: bool) -> tqdm:
+    """Counts steps, or seconds when only a time budget is set."""
+    by_time = run.config.steps is None
+    return tqdm(
+        total=round(run.config.minutes * 60) if by_time else run.config.steps,
+        initial=round(run.elapsed_before) if by_time else run.step,
+        unit="s" if by_time else "step",
+        desc=run.desc,
+        disable=not show,
+        leave=False,
     )
 
 
@@ -378,6 +448,7 @@ def _snapshot(model: nn.Module) -> list[torch.Tensor]:
 def _restore(model: nn.Module, snapshot: list[torch.Tensor]) -> None:
     for tensor, saved in zip(_state_tensors(model), snapshot, strict=True):
         tensor.copy_(saved)
+    sync_from_buffers(model)
 
 
 def _postfix(metrics: dict[str, Any], step: int) -> dict[str, str]:
