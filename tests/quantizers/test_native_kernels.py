@@ -1,14 +1,16 @@
 """The C++ kernels (quantizers/native.py, kernels.cpp): the fused search gives the same indices
 as the PyTorch search on every shape the tiling has an edge for, first-index ties across
-register tiles and code blocks, at any thread count; the EMA update gives the PyTorch update's
-statistics; and both fall back cleanly when the kernels cannot be built."""
+register tiles and code blocks, at any thread count; the gather and the EMA update give what
+their PyTorch fallbacks give, so a quantizer's forward is the same on either backend; and the
+kernels fall back cleanly when they cannot be built."""
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
-from vqvae.quantizers import EMAVectorQuantizer, native
+from vqvae.quantizers import EMAVectorQuantizer, QuantizerConfig, build_quantizer, native
 from vqvae.quantizers.core import nearest_code
 
 needs_kernel = pytest.mark.skipif(
@@ -110,7 +112,24 @@ def test_gather_gives_codes_differences_counts_and_their_squared_sum():
     assert torch.equal(codes, codebook[indices])
     assert torch.equal(diff, z - codebook[indices])
     assert torch.equal(counts, torch.bincount(indices, minlength=40))
-    assert sq_sum == pytest.approx(float((z - codebook[indices]).double().pow(2).sum()), rel=1e-6)
+    expected = float((z - codebook[indices]).double().pow(2).sum())
+    assert sq_sum.shape == () and float(sq_sum) == pytest.approx(expected, rel=1e-6)
+
+
+def test_gather_without_the_kernel_returns_the_same(monkeypatch):
+    # PyTorch's gather (a codebook with a gradient, or no kernel): the same four results.
+    g = torch.Generator().manual_seed(4)
+    z, codebook = torch.randn(999, 12, generator=g), torch.randn(40, 12, generator=g)
+    indices = torch.randint(0, 30, (999,), generator=g)
+    first = native.gather(z, codebook, indices)  # the kernel, where it can be built
+    with_grad = native.gather(z, codebook.clone().requires_grad_(), indices)
+    assert with_grad.codes.requires_grad  # the codebook's gradient flows through PyTorch's
+    monkeypatch.setattr(native, "library", lambda: None)
+    for codes, diff, counts, sq_sum in (with_grad, native.gather(z, codebook, indices)):
+        assert torch.equal(codes, first.codes) and torch.equal(diff, first.residual)
+        assert torch.equal(counts, first.counts)
+        # float32 dot here, float64 sum in the kernel: equal up to float32 rounding
+        assert float(sq_sum) == pytest.approx(float(first.sq_sum), rel=1e-5)
 
 
 def test_ema_quantizer_trains_the_same_with_and_without_the_kernels(monkeypatch):
@@ -161,12 +180,65 @@ def test_ema_update_equals_the_pytorch_update(monkeypatch, k, d):
     assert not torch.allclose(twins[0].codebook[: k // 2], before[: k // 2])  # moved
 
 
-def test_ema_update_leaves_other_dtypes_to_pytorch():
-    q = EMAVectorQuantizer(8, 3).double()
-    flat, indices = torch.randn(5, 3).double(), torch.zeros(5, dtype=torch.long)
-    counts = torch.bincount(indices, minlength=8).double()
-    state = (q.cluster_size, q.embed_sum, q.codebook)
-    assert not native.ema_update(flat, indices, counts, 0.99, 1e-5, *state)
+def test_ema_update_of_other_dtypes_is_the_papers_update():
+    # float64 state has no kernel: PyTorch updates it, against the paper's appendix A.1 here
+    # in NumPy (N <- γN + (1-γ)n, m <- γm + (1-γ)Σz, e = m / Laplace-smoothed N).
+    k, d, decay, eps = 8, 3, 0.9, 1e-5
+    rng = np.random.default_rng(5)
+    flat, indices = rng.normal(size=(20, d)), rng.integers(0, k // 2, 20)
+    size0, sum0 = rng.uniform(0.5, 2.0, k), rng.normal(size=(k, d))
+    counts = np.bincount(indices, minlength=k).astype(np.float64)
+    sums = np.zeros((k, d))
+    np.add.at(sums, indices, flat)
+    size = decay * size0 + (1 - decay) * counts
+    embed = decay * sum0 + (1 - decay) * sums
+    smoothed = (size + eps) / (size.sum() + k * eps) * size.sum()
+    state = [torch.from_numpy(a.copy()) for a in (size0, sum0, np.zeros((k, d)))]
+    native.ema_update(
+        torch.from_numpy(flat), torch.from_numpy(indices), torch.from_numpy(counts),
+        decay, eps, *state,
+    )  # fmt: skip
+    np.testing.assert_allclose(state[0].numpy(), size, rtol=1e-12)
+    np.testing.assert_allclose(state[1].numpy(), embed, rtol=1e-12)
+    np.testing.assert_allclose(state[2].numpy(), embed / smoothed[:, None], rtol=1e-12)
+
+
+FORWARD_CASES = {
+    "vq": {"kind": "vq"},
+    "ema": {"kind": "ema"},
+    "cosine": {"kind": "cosine"},
+    "ema-rotation": {"kind": "ema", "gradient": "rotation"},
+    "residual": {"kind": "residual"},
+    "lowdim": {"kind": "ema", "lookup_dim": 4},
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", list(FORWARD_CASES))
+def test_forward_is_the_same_on_either_backend(monkeypatch, case, training):
+    """One forward and backward from the same state, with the kernels and with PyTorch alone:
+    codes, indices, histograms and input gradients bit for bit; the commitment loss up to the
+    rounding of Σ(z - codes)² (the kernel sums in float64, PyTorch in float32)."""
+    runs = []
+    for off in (False, True):
+        with monkeypatch.context() as m:
+            if off:
+                m.setattr(native, "library", lambda: None)
+            torch.manual_seed(0)
+            config = QuantizerConfig(codebook_size=64, dim=8, **FORWARD_CASES[case])
+            q = build_quantizer(config).train(training)
+            z = torch.randn(4, 8, 6, 6, requires_grad=True)
+            out = q(z)
+            (out.quantized.square().sum() + out.loss).backward()
+            runs.append((out, z.grad))
+    (ours, grad_ours), (torchs, grad_torch) = runs
+    assert torch.equal(ours.quantized, torchs.quantized)
+    assert torch.equal(ours.indices, torchs.indices)
+    assert torch.equal(ours.code_counts, torchs.code_counts)
+    assert torch.equal(grad_ours, grad_torch)
+    assert torch.equal(ours.codebook_loss, torchs.codebook_loss)
+    torch.testing.assert_close(ours.commitment_loss, torchs.commitment_loss, rtol=1e-6, atol=0)
 
 
 @needs_kernel

@@ -1,5 +1,6 @@
 """Every ``kind`` builds through QuantizerConfig with its options; bad options raise one-line
-ConfigErrors naming ``model.quantizer.X``."""
+ConfigErrors naming ``model.quantizer.X``; a kind registered from outside the package builds
+like the shipped ones."""
 
 import pytest
 import torch
@@ -7,10 +8,13 @@ import torch
 from vqvae.errors import ConfigError
 from vqvae.quantizers import (
     FSQ,
+    QUANTIZERS,
     CosineVectorQuantizer,
     EMAVectorQuantizer,
     LowDimQuantizer,
+    Quantizer,
     QuantizerConfig,
+    QuantizerOutput,
     ResidualVectorQuantizer,
     VectorQuantizer,
     build_quantizer,
@@ -72,7 +76,7 @@ def test_bad_options_raise_config_errors_naming_them(options, message):
 def test_overrides_reach_the_new_options_with_type_checks():
     from vqvae.pipeline.run import resolve_config
 
-    cfg, _ = resolve_config(
+    cfg = resolve_config(
         None,
         [
             "model.quantizer.kind=fsq",
@@ -81,7 +85,54 @@ def test_overrides_reach_the_new_options_with_type_checks():
         ],
     )
     assert cfg.model.quantizer.fsq_levels == (8, 8, 8)
-    with pytest.raises(ConfigError, match="model.quantizer.kind: expected one of"):
+    with pytest.raises(ConfigError, match="model.quantizer.kind: unknown quantizer 'lfq'"):
         resolve_config(None, ["model.quantizer.kind=lfq"])
     with pytest.raises(ConfigError, match="model.quantizer.gradient: expected one of"):
         resolve_config(None, ["model.quantizer.gradient=gumbel"])
+
+
+def test_an_unknown_kind_is_refused_listing_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        QuantizerConfig(kind="lfq")
+    known = "vq, ema, cosine, residual, fsq"
+    assert str(err.value) == f"model.quantizer.kind: unknown quantizer 'lfq'; known: {known}"
+    with pytest.raises(ConfigError, match="model.quantizer.kind"):
+        QuantizerConfig(kind=["ema"])  # a list from a config file: refused, not a TypeError
+
+
+class Sign(Quantizer):
+    """A toy quantizer: the sign of every channel (2 codes)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim, self.codebook_size = dim, 2
+
+    def forward(self, z):
+        zero = z.new_zeros(())
+        return QuantizerOutput(z.sign(), (z[:, 0] > 0).long(), zero, zero, torch.zeros(2))
+
+
+@pytest.fixture
+def toy_kind():
+    QUANTIZERS.register("sign", lambda config: Sign(config.dim))
+    yield "sign"
+    QUANTIZERS.unregister("sign")
+
+
+def test_a_registered_kind_builds_through_the_config(toy_kind):
+    q = build_quantizer(QuantizerConfig(kind=toy_kind, dim=5))
+    assert isinstance(q, Sign) and q.dim == 5
+    z = torch.randn(3, 5, 4)
+    assert torch.equal(q(z).quantized, z.sign())
+    # lookup_dim wraps any kind: the toy is built in the search space, inside the projections
+    q = build_quantizer(QuantizerConfig(kind=toy_kind, dim=5, lookup_dim=2))
+    assert isinstance(q, LowDimQuantizer) and isinstance(q.inner, Sign) and q.inner.dim == 2
+    assert q(torch.randn(3, 5, 4)).quantized.shape == (3, 5, 4)
+
+
+def test_an_unregistered_kind_is_gone(toy_kind):
+    QUANTIZERS.unregister(toy_kind)
+    with pytest.raises(ConfigError, match="unknown quantizer 'sign'"):
+        QuantizerConfig(kind=toy_kind)
+    with pytest.raises(ValueError, match="already registered"):
+        QUANTIZERS.register("ema", lambda config: Sign(config.dim))

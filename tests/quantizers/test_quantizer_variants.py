@@ -262,17 +262,22 @@ def test_dead_threshold_is_a_fraction_of_the_uniform_share():
     assert vq.codebook.detach()[3].norm() < 11  # moved onto the data
 
 
-def test_step_counter_and_initialised_flag_follow_in_place_restores():
-    # The quantizer keeps both values in Python between steps; a checkpoint restore or state
-    # load writes the buffers in place, and the next step must see what was written.
-    q = build("ema", kmeans_init=True).train()
+def test_step_counter_and_initialised_flag_follow_restores():
+    # The quantizer keeps both values in Python between steps (no tensor read per step); a
+    # checkpoint restore or a state load writes the buffers, and the next step must use them.
+    from vqvae.training.checkpoint import restore_transient_buffers
+
+    q = build("ema", kmeans_init=True, dead_code_threshold=0.5, health_every=4).train()
     x = torch.randn(2, D, 4, 4)
     q(x)
     q(x)
     assert int(q.steps) == 2 and q.initialized
-    q.steps.fill_(10)  # what restore_transient_buffers does
-    q(x)
-    assert int(q.steps) == 11
+    resets = []
+    reset = q._reset_dead_codes
+    q._reset_dead_codes = lambda per_step: resets.append(int(q.steps) - 1) or reset(per_step)
+    restore_transient_buffers(q, {"buffer.steps": torch.tensor(12)})  # as a resumed run does
+    q(x)  # step 12: a health step (step 2 would not be)
+    assert int(q.steps) == 13 and resets == [12]
     inits = []
     q._init_codebook = lambda flat, per_step: inits.append(per_step)
     q.load_state_dict(build("ema", kmeans_init=True).state_dict())  # initialized = 0 again

@@ -7,7 +7,7 @@ from vqvae.quantizers.base import (
     rotation_trick,
     straight_through,
 )
-from vqvae.quantizers.config import QuantizerConfig, build_quantizer
+from vqvae.quantizers.config import QUANTIZERS, QuantizerConfig, build_quantizer
 from vqvae.quantizers.core import nearest_code
 from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, fsq_levels_for
 from vqvae.quantizers.kmeans import kmeans
@@ -22,6 +22,7 @@ from vqvae.quantizers.vq import (
 
 __all__ = [
     "FSQ",
+    "QUANTIZERS",
     "RECOMMENDED_LEVELS",
     "CodebookQuantizer",
     "CosineVectorQuantizer",

@@ -66,6 +66,12 @@ class Quantizer(nn.Module):
     def lookup(self, indices: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def sync_from_buffers(self) -> None:
+        """Re-read what this quantizer keeps in Python between steps from its buffers (the
+        codebook quantizers' step counter and init flag). ``load_state_dict`` does it itself;
+        call it after writing buffers in place otherwise (a checkpoint restore, undoing a
+        skipped step). Nothing to do for quantizers without such state."""
+
     def _check_input(self, z: Tensor) -> None:
         if z.dim() < 2 or z.shape[1] != self.dim:
             raise ValueError(f"expected input (B, {self.dim}, ...), got {tuple(z.shape)}")
@@ -124,7 +130,7 @@ def quantize(
     beta: float,
     gradient: str,
     diff: Tensor | None = None,
-    sq_sum: float | None = None,
+    sq_sum: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """z (N, D), the codes chosen for it (N, D) -> (z_q, β·||z - sg[codes]||²): z_q has exactly
     the codes' value and carries the ``gradient`` estimator back to z.
@@ -132,8 +138,8 @@ def quantize(
     Straight-through, the training default, runs as one autograd node
     (:class:`_StraightThroughCommitment`): the same values and gradients as
     ``straight_through`` plus ``β·mse_loss`` with half the passes over the (N, D) tensors, or
-    none when the caller has ``diff = z - codes`` and ``sq_sum = Σ diff²`` already (the CPU
-    kernel computes them with the codes).
+    none when the caller has ``diff = z - codes`` and ``sq_sum = Σ diff²`` (a 0-dim tensor)
+    already (``native.gather`` returns them with the codes).
     """
     if gradient == "ste":
         return _StraightThroughCommitment.apply(z, codes.detach(), beta, diff, sq_sum)
@@ -152,8 +158,8 @@ class _StraightThroughCommitment(torch.autograd.Function):
             diff = z - codes
             flat = diff.reshape(-1)
             commitment = torch.dot(flat, flat) * mean
-        else:
-            commitment = z.new_tensor(sq_sum * mean)
+        else:  # sq_sum may be float64 (the kernel's accumulator): scale, then round once
+            commitment = (sq_sum * mean).to(z.dtype)
         ctx.scale = 2.0 * mean
         ctx.save_for_backward(diff)
         return codes, commitment

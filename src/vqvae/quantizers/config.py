@@ -18,11 +18,16 @@ For ``fsq`` the codebook size is the grid size: ``codebook_size`` must equal
 ``prod(fsq_levels)``. With ``fsq_levels`` empty the levels are derived from ``codebook_size``
 (``fsq.fsq_levels_for``): the paper's recommended set for 240, 1000, 4375, 15360 or 64000 codes
 (≈ 2^8 ... 2^16), else for a power of two 8s and 4s (512 -> 8,8,8; 1024 -> 8,8,4,4).
+
+Adding a quantizer is one builder ``(config) -> Quantizer`` and one ``QUANTIZERS.register``
+line; ``kind`` is checked against that registry, and ``build_quantizer`` looks it up once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,13 +42,17 @@ from vqvae.quantizers.vq import (
     EMAVectorQuantizer,
     VectorQuantizer,
 )
+from vqvae.registry import Registry
 
 _WHERE = "model.quantizer"
+
+# kind -> builder: the config (its ``dim`` is the search dimension) -> the quantizer module.
+QUANTIZERS: Registry[Callable[[QuantizerConfig], Quantizer]] = Registry("quantizer")
 
 
 @dataclass
 class QuantizerConfig:
-    kind: Literal["vq", "ema", "cosine", "residual", "fsq"] = "ema"
+    kind: str = "ema"  # a key of QUANTIZERS: vq, ema, cosine, residual, fsq
     codebook_size: int = 512  # K (per level for residual; prod(fsq_levels) for fsq)
     dim: int = 64  # D, the encoder's output channels
     beta: float = 0.25  # weight of the commitment term (codebook kinds)
@@ -62,6 +71,7 @@ class QuantizerConfig:
         def bad(option: str, message: str) -> ConfigError:
             return ConfigError(f"{_WHERE}.{option} {message}")
 
+        QUANTIZERS.get(self.kind, f"{_WHERE}.kind")  # unknown: a ConfigError listing the kinds
         if self.codebook_size < 2:
             raise bad("codebook_size", f"must be at least 2, got {self.codebook_size}")
         if self.dim < 1:
@@ -113,28 +123,50 @@ class QuantizerConfig:
 
 
 def build_quantizer(config: QuantizerConfig) -> Quantizer:
-    """The one factory: a ``QuantizerConfig`` -> the quantizer module it describes."""
-    if config.kind == "fsq":
-        return FSQ(config.resolved_fsq_levels(), config.dim)
-    search_dim = config.lookup_dim or config.dim
-    if config.kind == "residual":
-        levels = [_codebook(config, "ema", search_dim) for _ in range(config.levels)]
-        q: Quantizer = ResidualVectorQuantizer(levels, beta=config.beta, gradient=config.gradient)
-    else:
-        q = _codebook(config, config.kind, search_dim)
-    return LowDimQuantizer(config.dim, q) if config.lookup_dim else q
+    """The one factory: a ``QuantizerConfig`` -> the quantizer module it describes. With
+    ``lookup_dim`` the kind's quantizer is built for the low-dimensional search space and
+    wrapped in the learned projections."""
+    build = QUANTIZERS.get(config.kind, f"{_WHERE}.kind")
+    if not config.lookup_dim:
+        return build(config)
+    inner = build(dataclasses.replace(config, dim=config.lookup_dim, lookup_dim=0))
+    return LowDimQuantizer(config.dim, inner)
 
 
-def _codebook(config: QuantizerConfig, kind: str, dim: int) -> CodebookQuantizer:
-    common = dict(
+def _options(config: QuantizerConfig) -> dict:
+    """The options every codebook quantizer takes."""
+    return dict(
         beta=config.beta,
         kmeans_init=config.kmeans_init,
         dead_code_threshold=config.dead_code_threshold,
         usage_decay=config.usage_decay,
         gradient=config.gradient,
     )
-    if kind == "ema":
-        return EMAVectorQuantizer(config.codebook_size, dim, decay=config.decay, **common)
-    if kind == "cosine":
-        return CosineVectorQuantizer(config.codebook_size, dim, **common)
-    return VectorQuantizer(config.codebook_size, dim, **common)
+
+
+@QUANTIZERS.register("vq")
+def _vq(config: QuantizerConfig) -> CodebookQuantizer:
+    return VectorQuantizer(config.codebook_size, config.dim, **_options(config))
+
+
+@QUANTIZERS.register("ema")
+def _ema(config: QuantizerConfig) -> CodebookQuantizer:
+    return EMAVectorQuantizer(
+        config.codebook_size, config.dim, decay=config.decay, **_options(config)
+    )
+
+
+@QUANTIZERS.register("cosine")
+def _cosine(config: QuantizerConfig) -> CodebookQuantizer:
+    return CosineVectorQuantizer(config.codebook_size, config.dim, **_options(config))
+
+
+@QUANTIZERS.register("residual")
+def _residual(config: QuantizerConfig) -> Quantizer:
+    levels = [_ema(config) for _ in range(config.levels)]  # EMA codebooks on each residual
+    return ResidualVectorQuantizer(levels, beta=config.beta, gradient=config.gradient)
+
+
+@QUANTIZERS.register("fsq")
+def _fsq(config: QuantizerConfig) -> Quantizer:
+    return FSQ(config.resolved_fsq_levels(), config.dim)

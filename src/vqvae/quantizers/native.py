@@ -12,14 +12,19 @@ histogram, the commitment sum) and ``ema_update`` does the EMA codebook step (st
 Laplace smoothing, new codes), each in one pass instead of several small tensor operations,
 each of which costs more to launch than to run at these sizes.
 
+``gather`` and ``ema_update`` are the quantizers' only way to these steps: each runs the kernel
+where it can and its PyTorch version otherwise, with the same results either way (up to float32
+rounding), so a quantizer never asks which one ran. ``search`` is the bare kernel (None where it
+cannot run): ``core.nearest_code`` is its wrapper, with the PyTorch search as the fallback.
+
 It is built with the system C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) into
 ``$VQVAE_CACHE_DIR`` (default ``~/.cache/vqvae``), keyed by the source, the compiler, this CPU
 and the OpenMP runtime, and loaded with ctypes; building takes well under a second and happens
 once per machine. It is linked to the OpenMP runtime PyTorch has loaded, so it shares PyTorch's
 threads instead of starting its own. Where any of that is missing (no compiler, PyTorch without
-OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, they return ``None``
-(``ema_update``: False) and their callers use PyTorch: the same indices (ties go to the first
-code in both) and the same statistics up to float32 rounding, only slower.
+OpenMP, not Linux, ``VQVAE_NATIVE=0``) or a build or self-check fails, PyTorch does the work:
+the same indices (ties go to the first code in both) and the same statistics up to float32
+rounding, only slower.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from vqvae.distributed import all_reduce_sum, world_size
 from vqvae.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,24 +66,34 @@ def search(z: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor] | None:
     return None if kernel is None else _run(kernel, z, codebook)
 
 
-def gather(
-    z: Tensor, codebook: Tensor, indices: Tensor
-) -> tuple[Tensor, Tensor, Tensor, float] | None:
-    """The chosen codes and what a training step needs of them, in one pass: (codes (N, D),
-    z - codes (N, D), counts (K,) int64, Σ (z - codes)²); None when the kernel is unavailable
-    or the inputs are not CPU float32."""
-    kernel = _kernel_for((z, codebook), indices)
+class Gathered(NamedTuple):
+    """The codes a search chose for z (N, D), with what a training step needs of them."""
+
+    codes: Tensor  # (N, D); carries the codebook's gradient where the codebook has one
+    residual: Tensor  # (N, D) z - codes, no gradient
+    counts: Tensor  # (K,) int64, how often each code was chosen
+    sq_sum: Tensor  # () Σ (z - codes)²: float64 from the kernel (its accumulator), else z's dtype
+
+
+def gather(z: Tensor, codebook: Tensor, indices: Tensor) -> Gathered:
+    """z (N, D) without gradient, codebook (K, D), indices (N,) -> ``Gathered``: in one pass
+    by the kernel for CPU float32 tensors and a codebook without gradient, else by PyTorch."""
+    kernel = None if codebook.requires_grad else _kernel_for((z, codebook), indices)
     if kernel is None:
-        return None
+        codes = F.embedding(indices, codebook)  # (N, D)
+        residual = z - codes.detach()
+        flat = residual.reshape(-1)
+        counts = torch.bincount(indices, minlength=codebook.shape[0])  # (K,)
+        return Gathered(codes, residual, counts, torch.dot(flat, flat))
     z, codebook, indices = z.contiguous(), codebook.contiguous(), indices.contiguous()
     (n, d), k = z.shape, codebook.shape[0]
-    codes, diff = torch.empty(n, d), torch.empty(n, d)
+    codes, residual = torch.empty(n, d), torch.empty(n, d)
     counts = torch.empty(k, dtype=torch.long)
     total = kernel.vqvae_gather(
         z.data_ptr(), n, codebook.data_ptr(), k, d, indices.data_ptr(),
-        torch.get_num_threads(), codes.data_ptr(), diff.data_ptr(), counts.data_ptr(),
+        torch.get_num_threads(), codes.data_ptr(), residual.data_ptr(), counts.data_ptr(),
     )  # fmt: skip
-    return codes, diff, counts, total
+    return Gathered(codes, residual, counts, torch.tensor(total, dtype=torch.float64))
 
 
 def _kernel_for(floats: tuple[Tensor, ...], indices: Tensor | None = None) -> ctypes.CDLL | None:
@@ -96,20 +114,30 @@ def ema_update(
     cluster_size: Tensor,
     embed_sum: Tensor,
     codebook: Tensor,
-) -> bool:
-    """The EMA codebook step in place (see ``EMAVectorQuantizer``); False, having changed
-    nothing, when the kernel is unavailable or the tensors are not contiguous CPU float32."""
+) -> None:
+    """The EMA codebook step in place (van den Oord et al. 2017, appendix A.1; see
+    ``EMAVectorQuantizer``) from this rank's vectors flat (N, D), their indices (N,) and the
+    histogram ``counts`` (K,) already summed over ranks: by the kernel in one process for
+    contiguous CPU float32 state, else by PyTorch, which sums the vectors over ranks."""
     state = (cluster_size, embed_sum, codebook)  # updated in place: must be contiguous
-    kernel = _kernel_for((flat, counts, *state), indices)
+    kernel = _kernel_for((flat, counts, *state), indices) if world_size() == 1 else None
     if kernel is None or not all(t.is_contiguous() for t in state):
-        return False
+        sums = torch.zeros_like(embed_sum).index_add_(0, indices, flat.to(embed_sum.dtype))
+        all_reduce_sum(sums)  # (K, D); counts arrive already summed over ranks
+        weight = 1 - decay  # x <- γ·x + (1 - γ)·new
+        cluster_size.lerp_(counts, weight)
+        embed_sum.lerp_(sums, weight)
+        total = cluster_size.sum()  # Laplace smoothing keeps unused codes finite:
+        shrink = total / (total + codebook.shape[0] * eps)
+        smoothed = (cluster_size + eps) * shrink
+        torch.div(embed_sum, smoothed[:, None], out=codebook)
+        return
     flat, indices, counts = flat.contiguous(), indices.contiguous(), counts.contiguous()
     (n, d), k = flat.shape, codebook.shape[0]
     kernel.vqvae_ema_update(
         flat.data_ptr(), indices.data_ptr(), n, counts.data_ptr(), k, d, decay, eps,
         cluster_size.data_ptr(), embed_sum.data_ptr(), codebook.data_ptr(),
     )  # fmt: skip
-    return True
 
 
 def _run(kernel: ctypes.CDLL, z: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:

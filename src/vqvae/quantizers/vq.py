@@ -100,7 +100,11 @@ class CodebookQuantizer(Quantizer):
         self.register_buffer("recent_seen", torch.zeros((), dtype=torch.long), persistent=False)
         # Training steps taken: when to look after the codebook's health (also not saved).
         self.register_buffer("steps", torch.zeros((), dtype=torch.long), persistent=False)
-        self._reads: dict[str, tuple[Tensor, int, int]] = {}  # see _read
+        # The two buffers a step reads, mirrored in Python: reading a tensor's value costs
+        # ~20 µs inside a training step. Written together with the buffers; re-read by
+        # ``sync_from_buffers`` (and so by ``load_state_dict``) after writes from outside.
+        self._step = 0
+        self._initialized = not kmeans_init
 
     # --- the forward pass, the same for every codebook quantizer --------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -112,15 +116,8 @@ class CodebookQuantizer(Quantizer):
             self._prepare_codebook(vectors, step)
         codebook = self.codebook_vectors()  # (K, D)
         indices = nearest_index(vectors, codebook.detach())  # (N,)
-        fused = None  # codes, z - codes, counts and Σ(z - codes)² in one pass, when they can be
-        if self.gradient == "ste" and not codebook.requires_grad:  # no codebook gradient
-            fused = native.gather(vectors, codebook, indices)
-        if fused is None:
-            codes = F.embedding(indices, codebook)  # (N, D), the codes the search chose
-            counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
-            diff = sq_sum = None
-        else:
-            codes, diff, counts, sq_sum = fused
+        # (N, D) codes, (N, D) z - codes, (K,) counts, Σ(z - codes)²: one pass where it can be
+        codes, diff, counts, sq_sum = native.gather(vectors, codebook, indices)
         codebook_loss = self._codebook_loss(flat, codes)
         # z_q (value exactly the codes; straight-through or rotation trick) and β·||z - sg[e]||²
         quantized, commitment_loss = quantize(flat, codes, self.beta, self.gradient, diff, sq_sum)
@@ -164,21 +161,19 @@ class CodebookQuantizer(Quantizer):
         self.codebook.data[which] = vectors.to(self.codebook.dtype)
 
     # --- codebook health ------------------------------------------------------------------------
-    def _read(self, name: str) -> int:
-        """int(buffer ``name``), taken from the tensor only when it has changed since the last
-        read (its version counter moves with every in-place write, a state load or checkpoint
-        restore included): reading a tensor's value costs ~20 µs inside a training step."""
-        tensor = getattr(self, name)
-        cached = self._reads.get(name)
-        if cached is None or cached[0] is not tensor or cached[1] != tensor._version:
-            cached = self._reads[name] = (tensor, tensor._version, int(tensor))
-        return cached[2]
+    def sync_from_buffers(self) -> None:
+        self._step = int(self.steps)
+        self._initialized = bool(self.initialized)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.sync_from_buffers()
 
     def _next_step(self) -> int:
         """This training step's number; counts it in the ``steps`` buffer."""
-        step = self._read("steps")
-        self.steps.add_(1)
-        self._reads["steps"] = (self.steps, self.steps._version, step + 1)
+        step = self._step
+        self._step = step + 1
+        self.steps.fill_(step + 1)
         return step
 
     def _health_step(self, step: int) -> bool:
@@ -189,7 +184,7 @@ class CodebookQuantizer(Quantizer):
     def _prepare_codebook(self, flat: Tensor, step: int) -> None:
         """Before a training step's search: k-means init on the first batch, dead-code reset."""
         per_step = flat.shape[0] * world_size()  # vectors per step over all ranks
-        if not self._read("initialized"):
+        if not self._initialized:
             self._init_codebook(flat, per_step)
         if self._health_step(step):
             self._reset_dead_codes(per_step)
@@ -214,6 +209,7 @@ class CodebookQuantizer(Quantizer):
         self._set_codes(torch.ones(self.codebook_size, dtype=torch.bool), centres)
         self.usage.fill_(math.e * self._dead_below(per_step))
         self.initialized.fill_(1.0)
+        self._initialized = True
 
     def _dead_below(self, per_step: int) -> float:
         """Running usage (assignments per step) below which a code is dead."""
@@ -322,22 +318,8 @@ class EMAVectorQuantizer(CodebookQuantizer):
         return flat.new_zeros(())
 
     def _update_codebook(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        state = (self.cluster_size, self.embed_sum, self.codebook)
-        if world_size() == 1 and native.ema_update(
-            flat, indices, counts, self.decay, self.eps, *state
-        ):
-            return  # one pass in C++; the same update as below up to float32 rounding
-        sums = torch.zeros_like(self.embed_sum).index_add_(
-            0, indices, flat.to(self.embed_sum.dtype)
-        )  # (K, D)
-        all_reduce_sum(sums)  # counts arrive already summed over ranks
-        weight = 1 - self.decay  # x <- γ·x + (1 - γ)·new
-        self.cluster_size.lerp_(counts, weight)
-        self.embed_sum.lerp_(sums, weight)
-        total = self.cluster_size.sum()  # Laplace smoothing keeps unused codes finite:
-        shrink = total / (total + self.codebook_size * self.eps)
-        smoothed = (self.cluster_size + self.eps) * shrink
-        torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)
+        state = (self.cluster_size, self.embed_sum, self.codebook)  # updated in place
+        native.ema_update(flat, indices, counts, self.decay, self.eps, *state)
 
     @torch.no_grad()
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:

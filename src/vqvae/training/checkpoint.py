@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from vqvae import distributed, serialization
 from vqvae.errors import CheckpointError
 from vqvae.files import atomic_path, atomic_write_text
+from vqvae.quantizers import Quantizer
 
 LATEST = "latest"
 TRAINER_NAME = "trainer.json"
@@ -112,6 +113,15 @@ def restore_transient_buffers(model: torch.nn.Module, tensors: dict[str, torch.T
         saved = tensors.get(f"buffer.{name}")
         if saved is not None and saved.shape == buf.shape:
             buf.copy_(saved)
+    sync_from_buffers(model)
+
+
+def sync_from_buffers(model: torch.nn.Module) -> None:
+    """After buffers were written in place: every quantizer re-reads what it keeps in Python
+    between steps (its step counter and init flag)."""
+    for module in model.modules():
+        if isinstance(module, Quantizer):
+            module.sync_from_buffers()
 
 
 # --- saving ---------------------------------------------------------------------------------------
