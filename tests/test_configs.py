@@ -69,3 +69,54 @@ def test_shipped_configs_load():
     assert files
     for f in files:
         resolve_config(f, [])
+
+
+def _run_config(*overrides: str) -> RunConfig:
+    return resolve_config(None, list(overrides))
+
+
+def test_resume_keeps_the_saved_config_and_takes_only_the_budget():
+    from vqvae.pipeline.run import resumed_config
+
+    saved = _run_config("model.hidden=64", "model.image_size=28", "train.steps=100")
+    # the same command again, or none of its settings: the saved run continues unchanged
+    assert resumed_config(saved, _run_config("model.hidden=64")) == saved
+    assert resumed_config(saved, _run_config()) == saved
+    # a new budget is taken; the prior's sections are train-prior's business, not train's
+    resumed = resumed_config(saved, _run_config("train.steps=500", "prior.layers=3"))
+    assert resumed.train.steps == 500 and resumed.model == saved.model
+    assert resumed.prior == saved.prior
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.hidden=32", "model.hidden"),
+        ("model.quantizer.codebook_size=64", "model.quantizer.codebook_size"),
+        ("model.kind=vae", "model.kind"),
+        ("train.lr=0.5", "train.lr"),
+    ],
+)
+def test_resume_refuses_a_changed_setting_naming_it(override, named):
+    from vqvae.pipeline.run import resumed_config
+
+    saved = _run_config("model.hidden=64")
+    with pytest.raises(ConfigError, match=f"cannot change {named}"):
+        resumed_config(saved, _run_config(override))
+
+
+def test_a_registered_kind_picks_the_section_dataclass():
+    config = _run_config("prior.kind=transformer", "prior.dim=32")
+    assert type(config.prior).__name__ == "TransformerPriorConfig" and config.prior.dim == 32
+    with pytest.raises(ConfigError, match="prior.kind: unknown prior 'gpt'; known: pixelcnn"):
+        _run_config("prior.kind=gpt")
+    with pytest.raises(ConfigError, match="unknown key.*channels"):
+        _run_config("prior.kind=transformer", "prior.channels=8")  # a PixelCNN setting
+
+
+def test_release_0_1_prior_spelling_is_upgraded():
+    config = _run_config("prior_kind=transformer", "transformer.heads=2", "transformer.dim=8")
+    assert config.prior.kind == "transformer" and config.prior.heads == 2
+    assert _run_config("prior_kind=pixelcnn", "prior.layers=3").prior.layers == 3
+    audio = _run_config("model.kind=audio", "transformer.layers=2")  # audio used this section
+    assert audio.prior.kind == "transformer" and audio.prior.layers == 2
