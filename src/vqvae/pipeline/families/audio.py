@@ -93,8 +93,8 @@ class AudioFamily(ModelFamily):
         """(waveforms (N, L), lengths (N,)): the loss only counts real samples."""
         return torch.from_numpy(data.train.waveforms), torch.from_numpy(data.train.lengths)
 
-    def input_shape(self, model: nn.Module) -> tuple[int, ...]:
-        return (model.config.length,)
+    def code_grid(self, model: nn.Module) -> tuple[int, ...]:
+        return (model.config.codes_per_clip,)
 
     def finish(self, decoded: Tensor) -> Tensor:
         return decoded[:, 0]  # (B, 1, T) -> (B, T)

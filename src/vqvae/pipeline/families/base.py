@@ -185,12 +185,16 @@ class ModelFamily:
         return load_model(run.require_model()).eval()
 
     def code_levels(self, model: nn.Module) -> list[CodeLevel]:
-        """The code maps an item is encoded to ([] for a model without codes)."""
-        quantizer = model.quantizer
-        grid = tuple(model.encode(torch.zeros(1, *self.input_shape(model))).shape[1:])
-        return [CodeLevel("", quantizer.codebook_size, grid, quantizer.index_levels)]
+        """The code maps an item is encoded to ([] for a model without codes): by default the
+        one map of ``model.quantizer`` on ``code_grid`` ((L, *grid) for L residual levels)."""
+        q = model.quantizer
+        shape = (
+            (q.index_levels, *self.code_grid(model)) if q.index_levels else self.code_grid(model)
+        )
+        return [CodeLevel("", q.codebook_size, tuple(shape), q.index_levels)]
 
-    def input_shape(self, model: nn.Module) -> tuple[int, ...]:
+    def code_grid(self, model: nn.Module) -> tuple[int, ...]:
+        """The positions of one item's code map: (h, w) for images, (T',) for sequences."""
         raise NotImplementedError
 
     # --- stage 1 ----------------------------------------------------------------------------
@@ -234,12 +238,8 @@ class ModelFamily:
 
     def write_training_pictures(self, run: RunDir, model: nn.Module, data: Any) -> None:
         self.write_examples(run, model, data)
-        levels = self.code_levels(model)
-        codes_of_levels = self.encode(model, self.inputs(data.test)) if levels else []
-        for level, codes in zip(levels, codes_of_levels, strict=True):
-            counts = code_histogram(
-                torch.from_numpy(codes), level.codebook_size, level.residual_levels
-            )
+        codes = self.encode(model, self.inputs(data.test)) if self.code_levels(model) else []
+        for level, counts in self.code_histograms(model, codes):
             suffix = f"_{level.name}" if level.name and level.name != "bottom" else ""
             title = f"{level.name} code usage on the test split".lstrip()
             if level.residual_levels:
@@ -287,16 +287,22 @@ class ModelFamily:
         codes = self.encode(model, inputs) if levels else []
         outputs = self.decode(model, codes) if levels else self.reconstruct(model, inputs)
         metrics = self.fidelity(model, part, outputs)
-        for level, level_codes in zip(levels, codes, strict=True):
-            counts = code_histogram(
-                torch.from_numpy(level_codes), level.codebook_size, level.residual_levels
-            )
+        for level, counts in self.code_histograms(model, codes):
             health = codebook_stats(counts, max(1, level.residual_levels))
             prefix = f"{level.name}_" if level.name == "top" else ""
             metrics.update({prefix + k: v for k, v in health.items()})
             if not level.name:
                 metrics["codebook_size"] = level.codebook_size
         return {**metrics, **self.rates(model)}
+
+    def code_histograms(
+        self, model: nn.Module, codes: list[np.ndarray]
+    ) -> list[tuple[CodeLevel, Tensor]]:
+        """Each level with the histogram of its codes (residual levels side by side)."""
+        return [
+            (level, code_histogram(torch.from_numpy(c), level.codebook_size, level.residual_levels))
+            for level, c in zip(self.code_levels(model), codes, strict=True)
+        ]
 
     def split_codes(self, run: RunDir, model: nn.Module, data: Any, split: str) -> SplitCodes:
         """The run's codes of ``split``, from RUN/codes/ or encoded (and cached there) when the
@@ -403,36 +409,41 @@ class ModelFamily:
         for level in levels:
             config, prior = self._fitted_prior(config, level, levels, num_classes)
             priors.append(prior)
-        main = distributed.is_main_process()
-        for level, prior in zip(levels, priors, strict=True):
-            directory = run.prior_dir(level.name)
-            if resume and (ckpt := latest_checkpoint(directory / "checkpoints")) is not None:
-                verify_checkpoint(ckpt, prior)
-            if main and not resume and directory.exists():
-                shutil.rmtree(directory)  # a new prior replaces the old one
-            distributed.barrier()
-            cond = level.conditioned_on
-            tensors = (torch.from_numpy(train.levels[levels.index(level)]), labels)
-            if cond is not None:
-                tensors += (torch.from_numpy(train.levels[cond]),)
-            fit_on_device(
-                prior,
-                tensors,
-                config.prior_train,
-                run_dir=directory,
-                resume=resume,
-                desc=f"{level.name} prior".lstrip(),
-                show_progress=show_progress,
-            )
-            if main:
-                prior.save_pretrained(directory / "model")
-                curves = run.path / f"prior{'_' + level.name if level.name else ''}_loss_curves.png"
-                keys = ["train/loss", "train/bits_per_code", "train/lr"]
-                plots.plot_loss_curves(curves, read_log(directory / "log.jsonl"), keys, "prior")
-        if not main:
+        for j, (level, prior) in enumerate(zip(levels, priors, strict=True)):
+            tensors = (torch.from_numpy(train.levels[j]), labels)
+            if level.conditioned_on is not None:
+                tensors += (torch.from_numpy(train.levels[level.conditioned_on]),)
+            self._fit_prior(run, level, prior, tensors, config.prior_train, resume, show_progress)
+        if not distributed.is_main_process():
             return {}  # rank 0 measures the priors
         run.write_config(config, spec)
         return self.prior_metrics(model, priors, test)
+
+    def _fit_prior(self, run, level, prior, tensors, train_config, resume, show_progress) -> None:
+        """Train one level's prior in its folder (a new prior replaces an old one; ``resume``
+        continues it after checking its checkpoint fits); rank 0 saves it and its curves."""
+        directory = run.prior_dir(level.name)
+        if resume and (ckpt := latest_checkpoint(directory / "checkpoints")) is not None:
+            verify_checkpoint(ckpt, prior)
+        main = distributed.is_main_process()
+        if main and not resume and directory.exists():
+            shutil.rmtree(directory)
+        distributed.barrier()  # no rank trains before rank 0 has cleared the folder
+        name = f"{level.name} prior".lstrip()
+        fit_on_device(
+            prior,
+            tensors,
+            train_config,
+            run_dir=directory,
+            resume=resume,
+            desc=name,
+            show_progress=show_progress,
+        )
+        if main:
+            prior.save_pretrained(directory / "model")
+            curves = run.path / f"{directory.name}_loss_curves.png"  # prior_, prior_bottom_
+            keys = ["train/loss", "train/bits_per_code", "train/lr"]
+            plots.plot_loss_curves(curves, read_log(directory / "log.jsonl"), keys, name)
 
     def _fitted_prior(
         self, config: RunConfig, level: CodeLevel, levels: list[CodeLevel], num_classes: int

@@ -10,7 +10,6 @@ held-out NLL per code and per dimension; with ``--samples`` the classifier score
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +65,8 @@ class ImageFamily(ModelFamily):
             return (part.images > 0.5).astype(np.float32)
         return part.images
 
-    def input_shape(self, model: nn.Module) -> tuple[int, ...]:
-        c = model.config
-        return c.in_channels, c.image_size, c.image_size
+    def code_grid(self, model: nn.Module) -> tuple[int, ...]:
+        return tuple(model.config.grid)
 
     def finish(self, decoded: Tensor) -> Tensor:
         return decoded.clamp(0, 1)
@@ -87,7 +85,8 @@ class ImageFamily(ModelFamily):
         return {"bits_per_image": model.bits_per_image} if hasattr(model, "bits_per_image") else {}
 
     def item_sizes(self, model: nn.Module) -> dict[str, float]:
-        return {"dim": math.prod(self.input_shape(model))}
+        c = model.config
+        return {"dim": c.in_channels * c.image_size**2}
 
     def save_outputs(self, model: nn.Module, out: str | Path, rows: dict[str, np.ndarray]) -> Path:
         return plots.save_image_grid(out, list(rows.values()))

@@ -60,8 +60,8 @@ class VectorFamily(ModelFamily):
     def training_tensors(self, data: Any) -> tuple[torch.Tensor]:
         return (torch.from_numpy(data.train.vectors),)
 
-    def input_shape(self, model: nn.Module) -> tuple[int, ...]:
-        return (model.config.input_dim,)
+    def code_grid(self, model: nn.Module) -> tuple[int, ...]:
+        return (model.config.codes,)
 
     def fidelity(self, model, part, outputs) -> dict[str, float]:
         err = (outputs.astype(np.float64) - part.vectors) ** 2
