@@ -54,6 +54,25 @@ def check_common_config(config: Any) -> None:
         raise ConfigError(f"prior.label_dropout must be in [0, 1), got {p!r}")
 
 
+def fill_unset(config: Any, where: str, **sizes: int) -> Any:
+    """``config`` with each field of ``sizes`` that is None set to its value; fields already
+    set (by a user, a config file, a saved run) are kept. The original is not mutated."""
+    unset = {name: value for name, value in sizes.items() if getattr(config, name) is None}
+    return configs.replace(config, where, **unset) if unset else config
+
+
+def check_size(config: Any, where: str, name: str, minimum: int = 1) -> None:
+    """A size field is None (sized from the codes) or an integer >= ``minimum``."""
+    value = getattr(config, name)
+    if value is not None and (not is_int(value) or value < minimum):
+        raise ConfigError(f"{where}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def pow2_between(x: float, low: int, high: int) -> int:
+    """The power of two nearest ``x`` (in log scale), clamped to [low, high]."""
+    return int(min(high, max(low, 2 ** round(math.log2(max(x, 1.0))))))
+
+
 class Decoder(Protocol):
     """Incremental access to a prior's logits during sampling."""
 

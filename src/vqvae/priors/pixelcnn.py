@@ -35,6 +35,7 @@ the same inputs, evaluated on crops).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,17 +45,32 @@ from torch import Tensor, nn
 
 from vqvae import configs
 from vqvae.errors import ConfigError
-from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
+from vqvae.priors.base import (
+    AutoregressivePrior,
+    check_common_config,
+    check_size,
+    fill_unset,
+    is_int,
+    pow2_between,
+)
 from vqvae.serialization import Pretrained
+
+# The sizes a prior built directly from a config with None sizes gets (release 0.1's
+# defaults), and the caps of the sizes fitted to the codes.
+FIXED_SIZES = {"channels": 128, "layers": 12, "kernel_size": 5}
 
 
 @dataclass
 class PixelCNNConfig:
     kind: Literal["pixelcnn"] = "pixelcnn"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
-    channels: int = 128
-    layers: int = 12  # gated layers
-    kernel_size: int = 5  # odd, >= 3
+    # The network's size. None: sized from the code grid and K by
+    # ``GatedPixelCNN.fitted_config`` (what `vqvae train-prior` does; see ``fitted_sizes``).
+    # A prior built directly from a config that leaves them None gets FIXED_SIZES
+    # (128 channels, 12 layers, kernel 5); its ``config`` then holds those numbers.
+    channels: int | None = None
+    layers: int | None = None  # gated layers
+    kernel_size: int | None = None  # odd, >= 3
     num_classes: int = 0  # 0 = unconditional
     dropout: float = 0.0
     label_dropout: float = 0.0  # > 0 adds a null class: classifier-free guidance
@@ -62,15 +78,11 @@ class PixelCNNConfig:
 
     def __post_init__(self) -> None:
         check_common_config(self)
-        for name, minimum in (("channels", 1), ("layers", 1)):
-            value = getattr(self, name)
-            if not is_int(value) or value < minimum:
-                raise ConfigError(f"prior.{name} must be an integer >= {minimum}, got {value!r}")
-        k = self.kernel_size
-        if not is_int(k) or k < 3:
-            raise ConfigError(f"prior.kernel_size must be an integer >= 3, got {k!r}")
-        if k % 2 == 0:
-            raise ConfigError(f"prior.kernel_size must be odd, got {k}")
+        check_size(self, "prior", "channels")
+        check_size(self, "prior", "layers")
+        check_size(self, "prior", "kernel_size", 3)
+        if self.kernel_size is not None and self.kernel_size % 2 == 0:
+            raise ConfigError(f"prior.kernel_size must be odd, got {self.kernel_size}")
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
             raise ConfigError(f"prior.dropout must be in [0, 1), got {d!r}")
@@ -78,6 +90,27 @@ class PixelCNNConfig:
             raise ConfigError(
                 f"prior.cond_codebook_size must be an integer >= 0, got {self.cond_codebook_size!r}"
             )
+
+
+def fitted_sizes(grid: tuple[int, int], codebook_size: int) -> dict[str, int]:
+    """Channels, layers and kernel for code maps ``grid`` of K = ``codebook_size`` codes.
+
+    Receptive field: with kernel k (r = k // 2) and L layers the logits at (i, j) see about
+    L·r rows up and L·r columns left and right (the vertical stack grows r a layer, the
+    horizontal r a layer), so L·r >= max(H, W) - 1 covers the whole past. Kernel 3 while 12
+    layers suffice (maps up to 13×13), kernel 5 beyond; at least 2 layers, at most 12 (a 32×32
+    map gets 12 layers of kernel 5, release 0.1's default). Width: the power of two nearest
+    sqrt(K·H·W) / 2, within [32, 128] — a 2×2 map of 512 codes gets 32, a 7×7 map 64 (as
+    configs/mnist.toml sets), a 16×16 map 128.
+    Chosen from measurements on the built-in digits (2×2 maps, K = 512): see
+    ``benchmarks/prior_sizing.py``.
+    """
+    h, w = grid
+    span = max(h, w) - 1  # rows above / columns beside the farthest past position
+    r = 1 if span <= FIXED_SIZES["layers"] else FIXED_SIZES["kernel_size"] // 2
+    layers = min(FIXED_SIZES["layers"], max(2, math.ceil(span / r)))
+    channels = pow2_between(math.sqrt(codebook_size * h * w) / 2, 32, FIXED_SIZES["channels"])
+    return {"channels": channels, "layers": layers, "kernel_size": 2 * r + 1}
 
 
 def _shift_down(x: Tensor) -> Tensor:
@@ -172,9 +205,11 @@ class GatedPixelCNN(Pretrained, AutoregressivePrior):
 
     @classmethod
     def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
-        """2D maps only; may be conditioned on a coarser code map (VQ-VAE-2's bottom prior)."""
+        """2D maps only; may be conditioned on a coarser code map (VQ-VAE-2's bottom prior).
+        Sizes left None follow the grid and K (``fitted_sizes``); sizes set are kept."""
         if len(grid) != 2:
             raise ConfigError(f"prior.kind = 'pixelcnn' models 2D code maps, not {grid}")
+        config = fill_unset(config, "prior", **fitted_sizes(tuple(grid), codebook_size))
         return configs.replace(
             config,
             "prior",
@@ -187,6 +222,7 @@ class GatedPixelCNN(Pretrained, AutoregressivePrior):
         super().__init__()
         if not isinstance(config, PixelCNNConfig):
             raise TypeError(f"config must be a PixelCNNConfig, got {type(config).__name__}")
+        config = fill_unset(config, "prior", **FIXED_SIZES)  # sizes left None: see the config
         self.config = config
         c = config.channels
         self.embedding = nn.Embedding(config.codebook_size, c)  # code index -> (C,)

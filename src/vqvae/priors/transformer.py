@@ -29,17 +29,32 @@ from torch import Tensor, nn
 
 from vqvae import configs
 from vqvae.errors import ConfigError
-from vqvae.priors.base import AutoregressivePrior, check_common_config, is_int
+from vqvae.priors.base import (
+    AutoregressivePrior,
+    check_common_config,
+    check_size,
+    fill_unset,
+    is_int,
+    pow2_between,
+)
 from vqvae.serialization import Pretrained
+
+# The sizes a prior built directly from a config with None sizes gets (release 0.1's
+# defaults), and the caps of the sizes fitted to the codes.
+FIXED_SIZES = {"dim": 128, "heads": 4, "layers": 4}
 
 
 @dataclass
 class TransformerPriorConfig:
     kind: Literal["transformer"] = "transformer"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
-    dim: int = 128  # model width
-    heads: int = 4
-    layers: int = 4
+    # The network's size. None: sized from the code grid and K by
+    # ``TransformerPrior.fitted_config`` (what `vqvae train-prior` does; see
+    # ``fitted_sizes``). A prior built directly from a config that leaves them None gets
+    # FIXED_SIZES (dim 128, 4 heads, 4 layers); its ``config`` then holds those numbers.
+    dim: int | None = None  # model width
+    heads: int | None = None
+    layers: int | None = None
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio · dim
     dropout: float = 0.0
     num_classes: int = 0  # 0 = unconditional
@@ -55,11 +70,13 @@ class TransformerPriorConfig:
 
     def __post_init__(self) -> None:
         check_common_config(self)
-        for name in ("dim", "heads", "layers", "mlp_ratio", "max_rows", "max_cols", "max_length"):
+        for name in ("dim", "heads", "layers"):
+            check_size(self, "transformer", name)
+        for name in ("mlp_ratio", "max_rows", "max_cols", "max_length"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise ConfigError(f"transformer.{name} must be an integer >= 1, got {value!r}")
-        if self.dim % self.heads:
+        if self.dim is not None and self.heads is not None and self.dim % self.heads:
             raise ConfigError(
                 f"transformer.dim ({self.dim}) must be divisible by transformer.heads "
                 f"({self.heads})"
@@ -73,6 +90,30 @@ class TransformerPriorConfig:
             )
         if self.layout not in ("2d", "1d"):
             raise ConfigError(f"transformer.layout must be '2d' or '1d', got {self.layout!r}")
+
+
+def fitted_sizes(
+    grid: tuple[int, ...], codebook_size: int, dim: int | None = None, heads: int | None = None
+) -> dict[str, int]:
+    """Width, heads and depth for code maps or sequences ``grid`` of K = ``codebook_size``.
+
+    Attention sees the whole past at any depth, so depth follows the context length N (one
+    layer more per doubling: ceil(log2 N) - 2, within [2, 4] — a 2×2 map gets 2, a 7×7 map or
+    a sequence of 384 codes 4, release 0.1's default). Width as the PixelCNN's: the power of
+    two nearest sqrt(K·N) / 2 within [32, 128]; one head per 32 dimensions. A ``dim`` or
+    ``heads`` already set is respected: heads then divide dim.
+    """
+    n = math.prod(grid)
+    layers = min(FIXED_SIZES["layers"], max(2, math.ceil(math.log2(max(n, 2))) - 2))
+    if dim is None:
+        dim = pow2_between(math.sqrt(codebook_size * n) / 2, 32, FIXED_SIZES["dim"])
+        if heads is not None:
+            dim = math.ceil(dim / heads) * heads
+    if heads is None:
+        heads = max(1, dim // 32)
+        while dim % heads:
+            heads -= 1
+    return {"dim": dim, "heads": heads, "layers": layers}
 
 
 class KVCache:
@@ -144,9 +185,12 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
     @classmethod
     def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
         """2D maps keep the configured largest grid; 1D sequences set the "1d" layout and
-        ``max_length`` = their length (audio code sequences)."""
+        ``max_length`` = their length (audio code sequences). Sizes left None follow the
+        grid and K (``fitted_sizes``); sizes set are kept."""
         if cond_codebook_size:
             raise ConfigError("prior.kind = 'transformer' cannot be conditioned on a code map")
+        fitted = fitted_sizes(tuple(grid), codebook_size, config.dim, config.heads)
+        config = fill_unset(config, "prior", **fitted)
         sizes = {"codebook_size": codebook_size, "num_classes": num_classes}
         if len(grid) == 1:
             sizes.update(layout="1d", max_length=grid[0])
@@ -160,6 +204,7 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
         super().__init__()
         if not isinstance(config, TransformerPriorConfig):
             raise TypeError(f"config must be a TransformerPriorConfig, got {type(config).__name__}")
+        config = fill_unset(config, "prior", **FIXED_SIZES)  # sizes left None: see the config
         self.config = config
         d = config.dim
         self.token = nn.Embedding(config.codebook_size, d)
