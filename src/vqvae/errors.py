@@ -19,3 +19,12 @@ class DataError(VQVAEError, ValueError):
 
 class CheckpointError(VQVAEError, ValueError):
     """A model folder that is missing, malformed or of another architecture."""
+
+
+class WriteError(VQVAEError):
+    """A file could not be written: a full disk, a quota, a read-only or unwritable folder.
+    Names the file the write was for (not a temporary file beside it); ``errno`` says why."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -56,10 +56,7 @@ def test_train_writes_run_folder(trained_run):
 
 
 def test_resume_continues_to_more_steps(trained_run, capsys):
-    assert (
-        main(["train", "--data", "ignored", "--out", str(trained_run), "--resume", "--steps", "40"])
-        == 0
-    )
+    assert main(["train", "--out", str(trained_run), "--resume", "--steps", "40"]) == 0
     assert "step 40" in capsys.readouterr().out
 
 

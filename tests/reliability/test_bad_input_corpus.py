@@ -453,7 +453,7 @@ def option_wrong_type(t):
 @case
 def option_zero_steps(t):
     """--steps 0."""
-    return t.train(t.spec, steps="0"), "train.steps"
+    return t.train(t.spec, steps="0"), "--steps must be >= 1"
 
 
 @case
@@ -557,6 +557,29 @@ def resume_changes_the_model(t):
     """--resume with a different model setting."""
     t.copy_run()
     return t.resume("model.hidden=16"), "cannot change model.hidden"
+
+
+@case
+def resume_on_other_data(t):
+    """train --resume with --data other than the run's (without --allow-other-data)."""
+    t.copy_run()
+    other = write_bar_images(t.tmp, 40)
+    argv = ["train", "--data", other, "--out", str(t.run), "--resume", "--steps", "6"]
+    return argv, f"was trained on {t.spec!r}, not {other!r}"
+
+
+@case
+def prior_resume_on_other_data(t):
+    """train-prior --resume with --data other than the run's (without --allow-other-data)."""
+    t.copy_run()
+    other = write_bar_images(t.tmp, 40)
+    return ["train-prior", str(t.run), "--data", other, "--resume"], "--allow-other-data"
+
+
+@case
+def model_too_large_for_memory(t):
+    """A codebook of 10^12 codes: refused with its size before anything is built."""
+    return t.train(t.spec, "model.quantizer.codebook_size=1000000000000"), "needs about"
 
 
 @case

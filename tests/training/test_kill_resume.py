@@ -45,7 +45,7 @@ def _train(data: str, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _resume(out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "vqvae.cli.main", "train", "--data", "-", "--out", str(out)]
+    cmd = [sys.executable, "-m", "vqvae.cli.main", "train", "--out", str(out)]
     return subprocess.Popen(
         [*cmd, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     )

@@ -175,9 +175,9 @@ def test_checkpoints_newer_than_the_one_saved_are_pruned(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     state = {"step": 0, "elapsed": 0.0, "batches": {"epoch": 0, "position": 0, "seed": 0}}
     for step in (1, 2, 3, 7):
-        save_checkpoint(tmp_path, model, optimizer, {**state, "step": step})
+        save_checkpoint(tmp_path, model, optimizer, {**state, "step": step}, keep=2)
     (tmp_path / ".latest.abc.tmp").write_text("left by a kill")
-    save_checkpoint(tmp_path, model, optimizer, {**state, "step": 4})
+    save_checkpoint(tmp_path, model, optimizer, {**state, "step": 4}, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "latest",
         "step-00000003",

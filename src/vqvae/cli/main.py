@@ -7,13 +7,15 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from vqvae import configs
 from vqvae.data import spec_help
-from vqvae.errors import VQVAEError
+from vqvae.errors import ConfigError, VQVAEError
 
 # torch-free: `vqvae --help` stays fast
 from vqvae.pipeline.sections import LEGACY_PRIOR_KEYS, PRIOR_SECTIONS
@@ -35,6 +37,14 @@ def _budget_overrides(args: argparse.Namespace, section: str) -> list[str]:
     if args.minutes is not None:
         return [f"{section}.minutes={args.minutes}", f"{section}.steps=none"]
     return []
+
+
+def _other_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-other-data",
+        action="store_true",
+        help="with --resume: continue on --data although the run was trained on other data",
+    )
 
 
 def _overrides(p: argparse.ArgumentParser, help: str) -> None:
@@ -61,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(p, "config overrides")
 
     p = sub.add_parser("train", help="train a VQ-VAE")
-    p.add_argument("--data", required=True, help=SPEC_HELP)
+    p.add_argument("--data", help=SPEC_HELP + " (required, except with --resume)")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--config", help="config file (.toml, .yaml or .json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _other_data(p)
     _budget(p)
     _overrides(p, "config overrides, e.g. model.quantizer.codebook_size=1024")
 
@@ -97,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the other sections describe the VQ-VAE, which is already trained)",
     )
     p.add_argument("--resume", action="store_true")
+    _other_data(p)
     _budget(p)
     _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15, prior.kind=transformer")
 
@@ -146,6 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Count and size options, and the values that make sense for them: checked before any work,
+# so a bad value is one line naming the option, and nothing is read or written.
+OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
+    ("n", ">= 1", lambda v: v >= 1),
+    ("steps", ">= 1", lambda v: v >= 1),
+    ("minutes", "a number > 0", lambda v: math.isfinite(v) and v > 0),
+    ("samples", ">= 0", lambda v: v >= 0),
+    ("label", ">= 0", lambda v: v >= 0),
+    ("temperature", "a number >= 0", lambda v: math.isfinite(v) and v >= 0),
+    ("top_k", ">= 1", lambda v: v >= 1),
+    ("top_p", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("seed", ">= 0", lambda v: v >= 0),
+    ("guidance_scale", "a finite number", math.isfinite),
+]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    for dest, rule, ok in OPTION_RULES:
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"--{dest.replace('_', '-')} must be {rule}, got {value}")
+
+
 def _print_metrics(title: str, metrics: dict) -> None:
     print(title)
     for k, v in metrics.items():
@@ -153,6 +188,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     from vqvae.distributed import is_main_process
     from vqvae.pipeline import stages
     from vqvae.pipeline.run import resolve_config
@@ -164,15 +200,21 @@ def run(args: argparse.Namespace) -> int:
         _print_metrics(f"demo finished: run folder {args.out}", metrics)
         print(f"  pictures: {args.out}/reconstructions.png, {args.out}/samples.png")
     elif args.command == "train":
+        if args.resume and args.data is None:  # the run's data (which also picks its family)
+            from vqvae.pipeline.run import RunDir
+
+            args.data = RunDir(args.out).read_config()[1]
         overrides = args.overrides + _budget_overrides(args, "train")
         config = resolve_config(args.config, overrides, data=args.data)
-        summary = stages.train_vqvae(args.data, args.out, config, resume=args.resume)
+        summary = stages.train_vqvae(
+            args.data, args.out, config, resume=args.resume, other_data=args.allow_other_data
+        )
         if not is_main_process():
             return _exit_status(summary.result)
         state = "interrupted at" if summary.result.interrupted else "finished"
         print(f"training {state} step {summary.result.step} ({summary.result.seconds:.0f} s)")
         if summary.result.interrupted:
-            print(f"saved; continue with: vqvae train --data {args.data} --out {args.out} --resume")
+            print(f"saved; continue with: vqvae train --out {args.out} --resume")
             return _exit_status(summary.result)
         _print_metrics("test split:", summary.metrics)
     elif args.command == "reconstruct":
@@ -183,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
         base = configs.load_file(args.config) if args.config else {}
         base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS + LEGACY_PRIOR_KEYS}
         raw = configs.merge_overrides(base, args.overrides + _budget_overrides(args, "prior_train"))
-        metrics = stages.train_prior(args.run, args.data, raw, resume=args.resume)
+        metrics = stages.train_prior(
+            args.run, args.data, raw, resume=args.resume, other_data=args.allow_other_data
+        )
         if is_main_process():
             _print_metrics("prior, test split:", metrics)
             if metrics and (preview := stages.preview_samples(args.run)) is not None:
@@ -246,6 +290,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _error(args: argparse.Namespace, error: Exception) -> int:
+    message = " ".join(str(error).split("\n"))  # one line, whatever the cause's text held
+    print(f"vqvae {args.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from vqvae.training.allocator import keep_freed_memory
@@ -258,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         with process_group_from_env():
             return run(args)
     except VQVAEError as e:
-        message = " ".join(str(e).split("\n"))  # one line, whatever the cause's text held
-        print(f"vqvae {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _error(args, e)
+    except OSError as e:  # a write outside vqvae.files (a folder made, TensorBoard's events)
+        from vqvae.files import write_error
+
+        if e.filename is None or (error := write_error(e.filename, e)) is None:
+            raise
+        return _error(args, error)
     except KeyboardInterrupt:
         print(f"vqvae {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -44,21 +44,27 @@ class TrainSummary:
 
 
 def train_vqvae(
-    spec: str,
+    spec: str | None,
     out: str | Path,
     config: RunConfig,
     *,
     resume: bool = False,
+    other_data: bool = False,
     show_progress: bool = True,
 ) -> TrainSummary:
     """Train the model ``config`` describes on ``spec`` into the run folder ``out`` (or
-    continue it with ``resume``: the saved config rules, only the budget may change)."""
+    continue it with ``resume``: the saved config rules, only the budget may change, and the
+    run's data too, unless ``other_data`` lets ``spec`` replace it)."""
     run = RunDir(out)
     if resume:
-        saved, spec = run.read_config()
+        saved, saved_spec = run.read_config()
         config = resumed_config(saved, config)
+        spec = resumed_spec(run, saved_spec, spec, other_data)
         family = family_of(config)
+        family.check_data(spec)
         data = family.load_data(spec, config.model)
+    elif spec is None:
+        raise ConfigError("--data is required to start a run (only --resume reads the run's)")
     else:
         if run.model_dir.exists() or (run.path / "checkpoints").exists():
             raise VQVAEError(
@@ -71,6 +77,19 @@ def train_vqvae(
         run, config, spec, data, resume=resume, show_progress=show_progress
     )
     return TrainSummary(run.path, result, metrics)
+
+
+def resumed_spec(run: RunDir, saved: str, given: str | None, other_data: bool) -> str:
+    """The data a resumed run continues on: its own, unless ``other_data`` lets ``given``
+    replace it. Other data without ``other_data`` is refused (nothing is written)."""
+    if given is None or given == saved:
+        return saved
+    if not other_data:
+        raise ConfigError(
+            f"--resume: {run.path} was trained on {saved!r}, not {given!r}; leave --data out "
+            f"to continue on the run's data, or pass --allow-other-data to continue on {given!r}"
+        )
+    return given
 
 
 def reconstruction_metrics(model: Any, part: Any) -> dict[str, float]:
@@ -112,10 +131,15 @@ def train_prior(
     settings: dict[str, Any],
     *,
     resume: bool = False,
+    other_data: bool = False,
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Train the run's prior(s) with the prior ``settings`` (config sections from the CLI's
-    config file and overrides) applied to the run's config."""
+    config file and overrides) applied to the run's config. ``resume`` continues on the run's
+    data unless ``other_data`` lets ``spec`` replace it."""
+    if resume:
+        run = RunDir(run_path)
+        spec = resumed_spec(run, run.read_config()[1], spec, other_data)
     run, config, family, data = _open(run_path, spec)
     config = with_prior_settings(config, settings)
     spec = data.spec

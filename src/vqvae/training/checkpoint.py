@@ -137,7 +137,7 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
-    keep: int = 2,
+    keep: int = 1,
     tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint ``step-<step>`` and make it the latest; keep the ``keep`` newest.
@@ -150,15 +150,27 @@ def save_checkpoint(
     target = directory / f"{_STEP_PREFIX}{step:08d}"
     if target.exists():  # a leftover of an interrupted save of this same step
         shutil.rmtree(target)
-    model.save_pretrained(target / "model")
-    flat, meta = _flatten_optimizer(optimizer.state_dict())
-    flat.update({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()})
-    with atomic_path(target / OPTIMIZER_NAME) as tmp:
-        save_file(flat, str(tmp))
-    atomic_write_text(target / TRAINER_NAME, json.dumps({**trainer_state, "optimizer": meta}))
-    atomic_write_text(directory / LATEST, target.name + "\n")  # the commit point
+    try:
+        model.save_pretrained(target / "model")
+        flat, meta = _flatten_optimizer(optimizer.state_dict())
+        flat.update({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()})
+        with atomic_path(target / OPTIMIZER_NAME) as tmp:
+            save_file(flat, str(tmp))
+        atomic_write_text(target / TRAINER_NAME, json.dumps({**trainer_state, "optimizer": meta}))
+        atomic_write_text(directory / LATEST, target.name + "\n")  # the commit point
+    except BaseException:  # a full disk, a kill: the incomplete checkpoint goes, latest stays
+        if not _names(directory / LATEST, target.name):
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     _prune(directory, target, keep)
     return target
+
+
+def _names(pointer: Path, name: str) -> bool:
+    try:
+        return pointer.read_text().strip() == name
+    except OSError:
+        return False
 
 
 def _prune(directory: Path, target: Path, keep: int) -> None:

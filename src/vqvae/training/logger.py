@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
-from vqvae.files import atomic_write_text
+from vqvae.files import atomic_write_text, writing
 
 
 class MetricsLog:
     def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard_dir is not None:
             try:
@@ -25,15 +27,17 @@ class MetricsLog:
 
     def write(self, step: int, values: dict[str, Any], prefix: str = "train") -> None:
         record = {"step": step, **{f"{prefix}/{k}": v for k, v in values.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with writing(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, int | float):
                     self._tb.add_scalar(f"{prefix}/{k}", v, step)
 
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # a full disk was reported by the write itself
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

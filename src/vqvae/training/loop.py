@@ -77,19 +77,28 @@ class TrainConfig:
     # owner: the vqvae command applies it at start; a program of your own can call
     # vqvae.training.keep_freed_memory() or set this. (0.1.0 runs saved true: still accepted.)
     keep_freed_memory: bool = False
+    # Checkpoints kept in RUN/checkpoints (the newest ones): resuming needs only the last, and
+    # the trained model is saved apart from them (RUN/model).
+    keep_checkpoints: int = 1
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
             raise ConfigError("train: set steps or minutes (or both)")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError(f"train.minutes must be > 0, got {self.minutes}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        for name in ("warmup_steps", "log_every", "checkpoint_every", "health_window"):
+        if self.minutes is not None and not 0 < self.minutes < math.inf:
+            raise ConfigError(f"train.minutes must be a number > 0, got {self.minutes}")
+        for name in ("batch_size", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"train.lr must be a number > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"train.{name} must be a number >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("warmup_steps", "log_every", "checkpoint_every", "health_window", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -243,7 +252,8 @@ def fit(
                 if config.checkpoint_every and run.step % config.checkpoint_every == 0:
                     run.checkpoint(elapsed())
         seconds = elapsed()
-        run.checkpoint(seconds)
+        if run.last_saved != run.step:  # not again: that would replace a complete checkpoint
+            run.checkpoint(seconds)
     finally:
         bar.close()
         if run.log is not None:
@@ -416,7 +426,12 @@ class _Run:
                 "rng": rng_meta,
             }
             save_checkpoint(
-                self.ckpt_dir, self.model, self.optimizer, trainer_state, tensors=tensors
+                self.ckpt_dir,
+                self.model,
+                self.optimizer,
+                trainer_state,
+                keep=self.config.keep_checkpoints,
+                tensors=tensors,
             )
         self.last_saved = self.step
 

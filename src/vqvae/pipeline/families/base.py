@@ -30,6 +30,7 @@ from vqvae import configs, distributed
 from vqvae.data import default_model_kind, load_codes, save_codes
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.files import atomic_write_text
+from vqvae.memory import check_fits
 from vqvae.metrics import code_histogram, codebook_stats, nll_bits
 from vqvae.models import build_model, load_model
 from vqvae.pipeline import plots
@@ -209,6 +210,7 @@ class ModelFamily:
         show_progress: bool,
     ) -> tuple[TrainResult, dict[str, float]]:
         """Train the model on ``data`` in ``run``; rank 0 saves it and measures it."""
+        check_fits(lambda: build_model(config.model), "model")  # before any memory is taken
         torch.manual_seed(config.train.seed)  # the initial weights are part of the run
         model = self.build(config, data)  # validates the config before anything is written
         if resume and (ckpt := latest_checkpoint(run.path / "checkpoints")) is not None:
@@ -460,6 +462,7 @@ class ModelFamily:
             num_classes=num_classes,
             cond_codebook_size=cond,
         )
+        check_fits(lambda: cls(filled), level.section)
         return configs.replace(config, "config", **{level.section: filled}), cls(filled)
 
     def load_priors(self, run: RunDir, model: nn.Module) -> list[AutoregressivePrior]:
