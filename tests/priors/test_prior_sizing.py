@@ -16,21 +16,25 @@ from vqvae.priors import (
 )
 
 
-def fit_pixelcnn(grid, k=512, **sizes):
+def fit_pixelcnn(grid, k=512, items=None, **sizes):
     return GatedPixelCNN.fitted_config(
-        PixelCNNConfig(**sizes), grid=grid, codebook_size=k, num_classes=0
+        PixelCNNConfig(**sizes), grid=grid, codebook_size=k, num_classes=0, train_items=items
     )
 
 
-def fit_transformer(grid, k=512, **sizes):
+def fit_transformer(grid, k=512, items=None, **sizes):
     return TransformerPrior.fitted_config(
-        TransformerPriorConfig(**sizes), grid=grid, codebook_size=k, num_classes=0
+        TransformerPriorConfig(**sizes),
+        grid=grid,
+        codebook_size=k,
+        num_classes=0,
+        train_items=items,
     )
 
 
 def test_a_tiny_grid_gets_a_small_pixelcnn_and_a_large_grid_a_deeper_one():
     small, large = fit_pixelcnn((2, 2)), fit_pixelcnn((16, 16))
-    assert (small.channels, small.layers, small.kernel_size) == (32, 2, 3)
+    assert (small.channels, small.layers, small.kernel_size) == (16, 2, 3)
     assert large.layers > small.layers and large.channels > small.channels
     assert large.layers * (large.kernel_size // 2) >= 15  # reaches 15 rows up
     # Never above release 0.1's default, which a 32×32 map of 512 codes gets.
@@ -38,7 +42,17 @@ def test_a_tiny_grid_gets_a_small_pixelcnn_and_a_large_grid_a_deeper_one():
     assert (big.channels, big.layers, big.kernel_size) == (128, 12, 5)
     for grid in [(1, 1), (2, 2), (7, 7), (13, 13), (14, 14), (64, 64)]:
         c = fit_pixelcnn(grid)
-        assert 32 <= c.channels <= 128 and 2 <= c.layers <= 12 and c.kernel_size in (3, 5)
+        assert 8 <= c.channels <= 128 and 2 <= c.layers <= 12 and c.kernel_size in (3, 5)
+
+
+def test_a_small_data_set_gets_a_narrower_prior():
+    digits = fit_pixelcnn((2, 2), items=1497)  # the built-in digits' training maps
+    assert (digits.channels, digits.layers, digits.kernel_size) == (8, 2, 3)
+    prior = GatedPixelCNN(digits)
+    assert sum(p.numel() for p in prior.parameters()) <= 2 * 1497 * 4
+    mnist = fit_pixelcnn((7, 7), items=60_000)  # plenty of data: the grid's size is kept
+    assert mnist.channels == fit_pixelcnn((7, 7)).channels == 64
+    assert fit_transformer((2, 2), items=100).dim < fit_transformer((7, 7), items=60_000).dim
 
 
 def test_channels_grow_with_k():
@@ -69,7 +83,7 @@ def test_set_sizes_are_kept_and_the_others_fitted():
     fixed = fit_pixelcnn((2, 2), channels=128, layers=12, kernel_size=5)
     assert (fixed.channels, fixed.layers, fixed.kernel_size) == (128, 12, 5)
     partial = fit_pixelcnn((2, 2), layers=5)
-    assert (partial.channels, partial.layers, partial.kernel_size) == (32, 5, 3)
+    assert (partial.channels, partial.layers, partial.kernel_size) == (16, 5, 3)
     t = fit_transformer((2, 2), dim=96)
     assert t.dim == 96 and 96 % t.heads == 0
     t = fit_transformer((2, 2), heads=3)
@@ -80,7 +94,7 @@ def test_set_sizes_are_kept_and_the_others_fitted():
 
 def test_the_transformer_follows_the_context():
     small, seq = fit_transformer((2, 2)), fit_transformer((384,))
-    assert (small.dim, small.heads, small.layers) == (32, 1, 2)
+    assert (small.dim, small.heads, small.layers) == (16, 1, 2)
     assert (seq.dim, seq.heads, seq.layers) == (128, 4, 4) and seq.layout == "1d"
     assert fit_transformer((7, 7)).layers > small.layers
 

@@ -68,6 +68,13 @@ def check_size(config: Any, where: str, name: str, minimum: int = 1) -> None:
         raise ConfigError(f"{where}.{name} must be an integer >= {minimum}, got {value!r}")
 
 
+# Sizes fitted to the codes keep at most this many parameters per training code (when the
+# number of training maps is known): on the built-in digits (1,497 maps of 2×2 codes, K = 512)
+# only a PixelCNN under this bound stayed below the uniform 9 bits per held-out code after
+# train-prior's 5,000 steps (benchmarks/results/prior_sizing*.json).
+PARAMS_PER_TRAIN_CODE = 2
+
+
 def pow2_between(x: float, low: int, high: int) -> int:
     """The power of two nearest ``x`` (in log scale), clamped to [low, high]."""
     return int(min(high, max(low, 2 ** round(math.log2(max(x, 1.0))))))
@@ -99,9 +106,12 @@ class AutoregressivePrior(nn.Module):
         codebook_size: int,
         num_classes: int,
         cond_codebook_size: int = 0,
+        train_items: int | None = None,
     ) -> Any:
         """``config`` with what the codes decide filled in: the vocabulary, the classes, and
-        whatever the prior needs to know of the code grid (a Transformer's 1D layout). Raises
+        whatever the prior needs to know of the code grid (a Transformer's 1D layout); a prior
+        whose sizes may be left None sizes them from the grid, K and ``train_items`` (the
+        number of training code maps, when known: a small data set gets a small prior). Raises
         ``ConfigError`` for codes this prior cannot model (by default: anything but 2D maps, or
         a conditioning code map)."""
         if cond_codebook_size:

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.priors.base import (
+    PARAMS_PER_TRAIN_CODE,
     AutoregressivePrior,
     check_common_config,
     check_size,
@@ -92,7 +93,9 @@ class PixelCNNConfig:
             )
 
 
-def fitted_sizes(grid: tuple[int, int], codebook_size: int) -> dict[str, int]:
+def fitted_sizes(
+    grid: tuple[int, int], codebook_size: int, train_items: int | None = None
+) -> dict[str, int]:
     """Channels, layers and kernel for code maps ``grid`` of K = ``codebook_size`` codes.
 
     Receptive field: with kernel k (r = k // 2) and L layers the logits at (i, j) see about
@@ -100,17 +103,29 @@ def fitted_sizes(grid: tuple[int, int], codebook_size: int) -> dict[str, int]:
     horizontal r a layer), so L·r >= max(H, W) - 1 covers the whole past. Kernel 3 while 12
     layers suffice (maps up to 13×13), kernel 5 beyond; at least 2 layers, at most 12 (a 32×32
     map gets 12 layers of kernel 5, release 0.1's default). Width: the power of two nearest
-    sqrt(K·H·W) / 2, within [32, 128] — a 2×2 map of 512 codes gets 32, a 7×7 map 64 (as
-    configs/mnist.toml sets), a 16×16 map 128.
-    Chosen from measurements on the built-in digits (2×2 maps, K = 512): see
-    ``benchmarks/prior_sizing.py``.
+    sqrt(K·H·W) / 2, within [8, 128] — a 7×7 map of 512 codes gets 64 (as configs/mnist.toml
+    sets), a 16×16 map 128 — then halved (not below 8) while the prior would have more than
+    ``PARAMS_PER_TRAIN_CODE`` parameters per training code, when ``train_items`` (training
+    maps) is known: the built-in digits (1,497 maps of 2×2 codes, K = 512) get 8 channels and 2
+    layers. Chosen from measurements on those codes: ``benchmarks/prior_sizing.py``.
     """
     h, w = grid
     span = max(h, w) - 1  # rows above / columns beside the farthest past position
     r = 1 if span <= FIXED_SIZES["layers"] else FIXED_SIZES["kernel_size"] // 2
     layers = min(FIXED_SIZES["layers"], max(2, math.ceil(span / r)))
-    channels = pow2_between(math.sqrt(codebook_size * h * w) / 2, 32, FIXED_SIZES["channels"])
+    channels = pow2_between(math.sqrt(codebook_size * h * w) / 2, 8, FIXED_SIZES["channels"])
+    if train_items is not None:
+        budget = PARAMS_PER_TRAIN_CODE * train_items * h * w
+        while channels > 8 and _parameters(channels, layers, r, codebook_size) > budget:
+            channels //= 2
     return {"channels": channels, "layers": layers, "kernel_size": 2 * r + 1}
+
+
+def _parameters(c: int, layers: int, r: int, k: int) -> int:
+    """About how many parameters an unconditional GatedPixelCNN has (weights of each layer's
+    (r+1)×(2r+1) vertical, 1×(r+1) horizontal and four 1×1 convolutions; embedding; head)."""
+    per_layer = 2 * c * c * (r + 1) * (2 * r + 2) + 6 * c * c
+    return layers * per_layer + 2 * k * c + c * c
 
 
 def _shift_down(x: Tensor) -> Tensor:
@@ -204,12 +219,15 @@ class GatedPixelCNN(Pretrained, AutoregressivePrior):
     config_class = PixelCNNConfig
 
     @classmethod
-    def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
+    def fitted_config(
+        cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0, train_items=None
+    ):
         """2D maps only; may be conditioned on a coarser code map (VQ-VAE-2's bottom prior).
         Sizes left None follow the grid and K (``fitted_sizes``); sizes set are kept."""
         if len(grid) != 2:
             raise ConfigError(f"prior.kind = 'pixelcnn' models 2D code maps, not {grid}")
-        config = fill_unset(config, "prior", **fitted_sizes(tuple(grid), codebook_size))
+        sizes = fitted_sizes(tuple(grid), codebook_size, train_items)
+        config = fill_unset(config, "prior", **sizes)
         return configs.replace(
             config,
             "prior",

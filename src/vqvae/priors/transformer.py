@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.priors.base import (
+    PARAMS_PER_TRAIN_CODE,
     AutoregressivePrior,
     check_common_config,
     check_size,
@@ -93,20 +94,30 @@ class TransformerPriorConfig:
 
 
 def fitted_sizes(
-    grid: tuple[int, ...], codebook_size: int, dim: int | None = None, heads: int | None = None
+    grid: tuple[int, ...],
+    codebook_size: int,
+    dim: int | None = None,
+    heads: int | None = None,
+    train_items: int | None = None,
 ) -> dict[str, int]:
     """Width, heads and depth for code maps or sequences ``grid`` of K = ``codebook_size``.
 
     Attention sees the whole past at any depth, so depth follows the context length N (one
     layer more per doubling: ceil(log2 N) - 2, within [2, 4] — a 2×2 map gets 2, a 7×7 map or
     a sequence of 384 codes 4, release 0.1's default). Width as the PixelCNN's: the power of
-    two nearest sqrt(K·N) / 2 within [32, 128]; one head per 32 dimensions. A ``dim`` or
-    ``heads`` already set is respected: heads then divide dim.
+    two nearest sqrt(K·N) / 2 within [16, 128], halved (not below 16) while there would be
+    more than ``PARAMS_PER_TRAIN_CODE`` parameters per training code when ``train_items`` is
+    known; one head per 32 dimensions. A ``dim`` or ``heads`` already set is respected: heads
+    then divide dim.
     """
     n = math.prod(grid)
     layers = min(FIXED_SIZES["layers"], max(2, math.ceil(math.log2(max(n, 2))) - 2))
     if dim is None:
-        dim = pow2_between(math.sqrt(codebook_size * n) / 2, 32, FIXED_SIZES["dim"])
+        dim = pow2_between(math.sqrt(codebook_size * n) / 2, 16, FIXED_SIZES["dim"])
+        if train_items is not None:  # ~12·d² a block (attention 4d², MLP 8d²), K·d twice
+            budget = PARAMS_PER_TRAIN_CODE * train_items * n
+            while dim > 16 and layers * 12 * dim * dim + 2 * codebook_size * dim > budget:
+                dim //= 2
         if heads is not None:
             dim = math.ceil(dim / heads) * heads
     if heads is None:
@@ -183,13 +194,15 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
     config_class = TransformerPriorConfig
 
     @classmethod
-    def fitted_config(cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0):
+    def fitted_config(
+        cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0, train_items=None
+    ):
         """2D maps keep the configured largest grid; 1D sequences set the "1d" layout and
         ``max_length`` = their length (audio code sequences). Sizes left None follow the
         grid and K (``fitted_sizes``); sizes set are kept."""
         if cond_codebook_size:
             raise ConfigError("prior.kind = 'transformer' cannot be conditioned on a code map")
-        fitted = fitted_sizes(tuple(grid), codebook_size, config.dim, config.heads)
+        fitted = fitted_sizes(tuple(grid), codebook_size, config.dim, config.heads, train_items)
         config = fill_unset(config, "prior", **fitted)
         sizes = {"codebook_size": codebook_size, "num_classes": num_classes}
         if len(grid) == 1:

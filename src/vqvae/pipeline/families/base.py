@@ -409,7 +409,8 @@ class ModelFamily:
         torch.manual_seed(config.prior_train.seed)
         priors = []
         for level in levels:
-            config, prior = self._fitted_prior(config, level, levels, num_classes)
+            items = len(train.levels[0])
+            config, prior = self._fitted_prior(config, level, levels, num_classes, items)
             priors.append(prior)
         for j, (level, prior) in enumerate(zip(levels, priors, strict=True)):
             tensors = (torch.from_numpy(train.levels[j]), labels)
@@ -448,10 +449,16 @@ class ModelFamily:
             plots.plot_loss_curves(curves, read_log(directory / "log.jsonl"), keys, name)
 
     def _fitted_prior(
-        self, config: RunConfig, level: CodeLevel, levels: list[CodeLevel], num_classes: int
+        self,
+        config: RunConfig,
+        level: CodeLevel,
+        levels: list[CodeLevel],
+        num_classes: int,
+        train_items: int | None = None,
     ) -> tuple[RunConfig, AutoregressivePrior]:
-        """The prior of ``level`` with the sizes only the codes and the data know filled in,
-        and the run config with that section updated (it is saved with the run)."""
+        """The prior of ``level`` with the sizes only the codes and the data know filled in
+        (its size, when not set, from the grid, K and the ``train_items`` training maps), and
+        the run config with that section updated (it is saved with the run)."""
         section = getattr(config, level.section)
         cls = PRIORS.get(section.kind, f"{level.section}.kind")
         cond = levels[level.conditioned_on].codebook_size if level.conditioned_on is not None else 0
@@ -461,6 +468,7 @@ class ModelFamily:
             codebook_size=level.codebook_size,
             num_classes=num_classes,
             cond_codebook_size=cond,
+            train_items=train_items,
         )
         check_fits(lambda: cls(filled), level.section)
         return configs.replace(config, "config", **{level.section: filled}), cls(filled)
