@@ -128,3 +128,22 @@ def test_out_of_memory_is_recorded_not_fatal():
     case = dict(shape=[64, 256, 32, 32], k=16384, impl="plain", threads=1, mem_cap_gib=2)
     got = run_child(BENCHMARKS / "quantizer_speed.py", {**case, "repeats": 1, "warmup": 0}, 60)
     assert got == {"oom": True}
+
+
+def test_prior_sizing_rows(tmp_path):
+    from helpers import tiny_image_model, write_bar_images
+
+    from vqvae.cli.main import main
+
+    run = tmp_path / "run"
+    spec = write_bar_images(tmp_path, 40)
+    argv = ["train", "--data", spec, "--out", str(run), "--steps", "3", "train.batch_size=16"]
+    assert main([*argv, *tiny_image_model(8)]) == 0
+    rows, stdout = run_quick("prior_sizing.py", tmp_path / "p.json", str(run), "--sweep", "8x2x3")
+    assert [r["case"] for r in rows] == ["fixed", "fitted", "8x2x3"]
+    fixed, fitted = rows[0], rows[1]
+    assert (fixed["channels"], fixed["layers"], fixed["kernel_size"]) == (128, 12, 5)
+    assert fitted["params"] < fixed["params"] and fitted["grid"] == [4, 4]
+    for r in rows:
+        assert positive(r["step_ms"]) and positive(r["nll_bits_per_code"]) and r["steps"] == 5
+        assert r["speedup_vs_fixed"] == pytest.approx(fixed["step_ms"] / r["step_ms"], rel=0.02)
