@@ -65,8 +65,8 @@ FIXED_SIZES = {"channels": 128, "layers": 12, "kernel_size": 5}
 class PixelCNNConfig:
     kind: Literal["pixelcnn"] = "pixelcnn"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
-    # The network's size. None: sized from the code grid and K by
-    # ``GatedPixelCNN.fitted_config`` (what `vqvae train-prior` does; see ``fitted_sizes``).
+    # The network's size. None: sized from the code grid, K and the number of training maps
+    # by ``GatedPixelCNN.fitted_config`` (what `vqvae train-prior` does; see ``fitted_sizes``).
     # A prior built directly from a config that leaves them None gets FIXED_SIZES
     # (128 channels, 12 layers, kernel 5); its ``config`` then holds those numbers.
     channels: int | None = None

@@ -49,8 +49,8 @@ FIXED_SIZES = {"dim": 128, "heads": 4, "layers": 4}
 class TransformerPriorConfig:
     kind: Literal["transformer"] = "transformer"  # the prior (see vqvae.priors.PRIORS)
     codebook_size: int = 512  # K: number of code indices (vocabulary)
-    # The network's size. None: sized from the code grid and K by
-    # ``TransformerPrior.fitted_config`` (what `vqvae train-prior` does; see
+    # The network's size. None: sized from the code grid, K and the number of training maps
+    # by ``TransformerPrior.fitted_config`` (what `vqvae train-prior` does; see
     # ``fitted_sizes``). A prior built directly from a config that leaves them None gets
     # FIXED_SIZES (dim 128, 4 heads, 4 layers); its ``config`` then holds those numbers.
     dim: int | None = None  # model width
