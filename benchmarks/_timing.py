@@ -43,6 +43,25 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 0) -> list[
     return times
 
 
+def training_step(
+    model: nn.Module, batches: Sequence[tuple], lr: float = 1e-3
+) -> Callable[[], None]:
+    """One AdamW step of ``model.training_losses`` per call, cycling through ``batches``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    calls = 0
+
+    def step() -> None:
+        nonlocal calls
+        loss = model.training_losses(batches[calls % len(batches)])["loss"]
+        calls += 1
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def interleaved(
     steps: dict[str, Callable[[], object]],
     rounds: int,

@@ -37,19 +37,6 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist.toml"
 GRID, CLASSES = 7, 10
 
 
-def prior_step(prior: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor):
-    optimizer = torch.optim.AdamW(prior.parameters(), lr=1e-3)
-    prior.train()
-
-    def step() -> None:
-        loss = prior.training_losses((codes, labels))["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = T.benchmark_parser(__doc__, "encode_speed.json", repeats=5, warmup=2, rounds=3)
     parser.add_argument("--images", type=int, default=10_000, help="images per encode pass")
@@ -75,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     for section in (config.prior, TransformerPriorConfig(**transformer.FIXED_SIZES)):
         cls = PRIORS.get(section.kind)
         sized = cls.fitted_config(section, grid=(GRID, GRID), codebook_size=k, num_classes=CLASSES)
-        steps[section.kind] = prior_step(cls(sized), codes, labels)
+        steps[section.kind] = T.training_step(cls(sized), [(codes, labels)])
     times = T.interleaved(steps, args.rounds, args.repeats, args.warmup)
 
     rows = []

@@ -48,22 +48,6 @@ def case_configs(sweep: list[str]) -> dict[str, PixelCNNConfig]:
     return cases
 
 
-def step_fn(prior: torch.nn.Module, batches: list[tuple]):
-    optimizer = torch.optim.AdamW(prior.parameters(), lr=1e-3)
-    prior.train()
-    i = 0
-
-    def step() -> None:
-        nonlocal i
-        loss = prior.training_losses(batches[i % len(batches)])["loss"]
-        i += 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = T.benchmark_parser(__doc__, "prior_sizing.json", repeats=10, warmup=3, rounds=3)
     parser.add_argument("run", help="a run folder with a trained image VQ-VAE")
@@ -118,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, prior in priors.items():
         copy = type(prior)(prior.config)
         copy.load_state_dict(prior.state_dict())
-        steps[name] = step_fn(copy, batches)
+        steps[name] = T.training_step(copy, batches)
     times = T.interleaved(steps, args.rounds, args.repeats, args.warmup)
     for name, seconds in times.items():
         rows[name]["step_ms"] = round(T.median_ms(seconds), 3)
