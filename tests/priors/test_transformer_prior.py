@@ -31,15 +31,15 @@ def make(**kw) -> TransformerPrior:
     "kwargs,option",
     [
         ({"dim": 10, "heads": 4}, "divisible"),
-        ({"heads": 0}, "transformer.heads"),
-        ({"layers": 0}, "transformer.layers"),
-        ({"dropout": 1.0}, "transformer.dropout"),
+        ({"heads": 0}, "prior.heads"),
+        ({"layers": 0}, "prior.layers"),
+        ({"dropout": 1.0}, "prior.dropout"),
         ({"label_dropout": 1.0}, "prior.label_dropout"),
         ({"codebook_size": 0}, "prior.codebook_size"),
         ({"num_classes": -1}, "prior.num_classes"),
-        ({"max_rows": 0}, "transformer.max_rows"),
+        ({"max_rows": 0}, "prior.max_rows"),
         ({"layout": "3d"}, "layout"),
-        ({"label_everywhere": "yes"}, "transformer.label_everywhere"),
+        ({"label_everywhere": "yes"}, "prior.label_everywhere"),
     ],
 )
 def test_invalid_config_raises_config_error(kwargs: dict, option: str) -> None:

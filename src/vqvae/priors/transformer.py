@@ -72,25 +72,25 @@ class TransformerPriorConfig:
     def __post_init__(self) -> None:
         check_common_config(self)
         for name in ("dim", "heads", "layers"):
-            check_size(self, "transformer", name)
+            check_size(self, "prior", name)
         for name in ("mlp_ratio", "max_rows", "max_cols", "max_length"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
-                raise ConfigError(f"transformer.{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"prior.{name} must be an integer >= 1, got {value!r}")
         if self.dim is not None and self.heads is not None and self.dim % self.heads:
             raise ConfigError(
-                f"transformer.dim ({self.dim}) must be divisible by transformer.heads "
+                f"prior.dim ({self.dim}) must be divisible by prior.heads "
                 f"({self.heads})"
             )
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
-            raise ConfigError(f"transformer.dropout must be in [0, 1), got {d!r}")
+            raise ConfigError(f"prior.dropout must be in [0, 1), got {d!r}")
         if not isinstance(self.label_everywhere, bool):
             raise ConfigError(
-                f"transformer.label_everywhere must be true or false, got {self.label_everywhere!r}"
+                f"prior.label_everywhere must be true or false, got {self.label_everywhere!r}"
             )
         if self.layout not in ("2d", "1d"):
-            raise ConfigError(f"transformer.layout must be '2d' or '1d', got {self.layout!r}")
+            raise ConfigError(f"prior.layout must be '2d' or '1d', got {self.layout!r}")
 
 
 def fitted_sizes(
@@ -256,14 +256,14 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
                 raise ValueError(f"a 2d transformer prior needs code maps (B, H, W), got {grid}")
             if grid[0] > c.max_rows or grid[1] > c.max_cols:
                 raise ConfigError(
-                    f"grid {grid} exceeds transformer.max_rows × max_cols = "
+                    f"grid {grid} exceeds prior.max_rows × max_cols = "
                     f"{c.max_rows} × {c.max_cols}"
                 )
         else:
             if len(grid) != 1:
                 raise ValueError(f"a 1d transformer prior needs sequences (B, T), got {grid}")
             if grid[0] > c.max_length:
-                raise ConfigError(f"length {grid[0]} exceeds transformer.max_length={c.max_length}")
+                raise ConfigError(f"length {grid[0]} exceeds prior.max_length={c.max_length}")
         return grid
 
     # ----------------------------------------------------------------- forward
