@@ -79,8 +79,7 @@ class TransformerPriorConfig:
                 raise ConfigError(f"prior.{name} must be an integer >= 1, got {value!r}")
         if self.dim is not None and self.heads is not None and self.dim % self.heads:
             raise ConfigError(
-                f"prior.dim ({self.dim}) must be divisible by prior.heads "
-                f"({self.heads})"
+                f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})"
             )
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
@@ -256,8 +255,7 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
                 raise ValueError(f"a 2d transformer prior needs code maps (B, H, W), got {grid}")
             if grid[0] > c.max_rows or grid[1] > c.max_cols:
                 raise ConfigError(
-                    f"grid {grid} exceeds prior.max_rows × max_cols = "
-                    f"{c.max_rows} × {c.max_cols}"
+                    f"grid {grid} exceeds prior.max_rows × max_cols = {c.max_rows} × {c.max_cols}"
                 )
         else:
             if len(grid) != 1:
