@@ -26,7 +26,7 @@ from vqvae.evaluation.image_classifier import (
 )
 from vqvae.evaluation.probes import chance_accuracy, code_bag, probe_accuracy
 from vqvae.metrics import frechet_distance_of_features
-from vqvae.training import TrainConfig
+from vqvae.training import TrainConfig, as_float
 
 IMAGE_CLASSIFIER_TRAIN = TrainConfig(
     steps=1200, batch_size=64, lr=2e-3, warmup_steps=50, log_every=100, checkpoint_every=0
@@ -34,10 +34,6 @@ IMAGE_CLASSIFIER_TRAIN = TrainConfig(
 AUDIO_CLASSIFIER_TRAIN = TrainConfig(
     steps=1000, batch_size=64, lr=2e-3, warmup_steps=50, log_every=100, checkpoint_every=0
 )
-
-
-def _float(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def image_classifier(
@@ -86,7 +82,7 @@ def _cached_classifier(
         classifier_cache.require_labels(data, purpose)
         model = classifier_cache.fit_classifier(
             build,
-            _float(getattr(data.train, field)),
+            as_float(getattr(data.train, field)),
             torch.from_numpy(data.train.labels.astype(np.int64)),
             training,
             show_progress,
@@ -98,7 +94,7 @@ def _cached_classifier(
 
 def class_accuracy(classifier: Any, inputs: np.ndarray, labels: np.ndarray) -> float:
     """How often ``classifier`` predicts ``labels`` for ``inputs``."""
-    predicted = classifier.predict(_float(inputs))
+    predicted = classifier.predict(as_float(inputs))
     return float((predicted.numpy() == np.asarray(labels)).mean())
 
 
@@ -112,10 +108,10 @@ def image_sample_scores(
     """``sample_frechet``, ``real_frechet`` and (given ``labels``) ``sample_class_accuracy``
     of ``samples`` (N, C, H, W) against ``data``'s test split."""
     n = len(samples)
-    real, _ = features_and_predictions(classifier, _float(data.test.images))
+    real, _ = features_and_predictions(classifier, as_float(data.test.images))
     fake, predicted = features_and_predictions(classifier, samples)
     pick = np.random.default_rng(seed).permutation(len(data.train))[:n]
-    train, _ = features_and_predictions(classifier, _float(data.train.images[pick]))
+    train, _ = features_and_predictions(classifier, as_float(data.train.images[pick]))
     scores = {
         "sample_frechet": frechet_distance_of_features(fake.numpy(), real.numpy()),
         "real_frechet": frechet_distance_of_features(train.numpy(), real.numpy()),

@@ -1,7 +1,7 @@
 """The training loop, batches and checkpoints shared by every model."""
 
 from vqvae.training.allocator import keep_freed_memory
-from vqvae.training.batches import ShuffledBatches
+from vqvae.training.batches import ShuffledBatches, as_float
 from vqvae.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -17,6 +17,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "as_float",
     "fit",
     "keep_freed_memory",
     "latest_checkpoint",

@@ -9,10 +9,17 @@ would see.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from vqvae import distributed
+
+
+def as_float(array: np.ndarray) -> Tensor:
+    """A float32 tensor of ``array`` (sharing its memory when it already is float32 and
+    contiguous): how the pipeline and the evaluation hand NumPy data to a model."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 class ShuffledBatches:

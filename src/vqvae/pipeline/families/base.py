@@ -40,6 +40,7 @@ from vqvae.training import (
     ShuffledBatches,
     TrainConfig,
     TrainResult,
+    as_float,
     fit,
     latest_checkpoint,
     read_log,
@@ -90,10 +91,6 @@ class SplitCodes:
 
     levels: list[np.ndarray]
     labels: np.ndarray | None
-
-
-def as_float(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 class ModelFamily:

@@ -23,7 +23,8 @@ from vqvae.errors import ConfigError, VQVAEError
 from vqvae.evaluation import image_classifier, image_sample_scores
 from vqvae.metrics import psnr_from_mse, ssim
 from vqvae.pipeline import plots
-from vqvae.pipeline.families.base import CodeLevel, ModelFamily, as_float, register_family
+from vqvae.pipeline.families.base import CodeLevel, ModelFamily, register_family
+from vqvae.training import as_float
 
 
 @register_family
