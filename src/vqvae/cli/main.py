@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     _guidance(p)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "export", help="write the model as ONNX: encoder.onnx (input -> indices), decoder.onnx"
+    )
+    p.add_argument("run")
+    p.add_argument("--out", required=True, help="folder for encoder.onnx, decoder.onnx")
+
     p = sub.add_parser("download", help="download MNIST or Fashion-MNIST (checksums verified)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
     p.add_argument("dest", help="folder for the four IDX files")
@@ -262,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         _print_metrics(f"wrote {Path(args.run) / 'metrics.json'}", metrics)
+    elif args.command == "export":
+        for path in stages.export_onnx(args.run, args.out):
+            print(path)
     elif args.command == "download":
         from vqvae.data import download_dataset
 

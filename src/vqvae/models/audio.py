@@ -180,9 +180,27 @@ class AudioVQVAE(Pretrained, nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Signals (B, C, T) (or (B, T) when mono) -> indices (B, T / d), or (B, L, T / d) for a
         residual quantizer. Uses eval-mode behaviour."""
-        x = self._check_signal(x)
         with eval_mode(self):
-            return self.quantizer(self.encoder(x)).indices
+            return self.quantizer(self.encoder_output(x)).indices
+
+    def encoder_output(self, x: Tensor) -> Tensor:
+        """Signals (B, C, T) (or (B, T) when mono) -> z_e (B, D, T / d)."""
+        return self.encoder(self._check_signal(x))
+
+    def decode_quantized(self, quantized: Tensor) -> Tensor:
+        """z_q (B, D, t) -> signals (B, C, t · downsample)."""
+        return self.decoder(quantized)
+
+    @property
+    def length_multiple(self) -> int:
+        """Clips of any length that is a multiple of this are accepted (graph export keeps
+        the length free)."""
+        return self.config.downsample
+
+    def example_input(self, batch: int) -> Tensor:
+        """Zero clips (B, C, length) (graph export traces it; any length divisible by
+        ``downsample`` is accepted)."""
+        return torch.zeros(batch, self.config.in_channels, self.config.length)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
@@ -191,7 +209,7 @@ class AudioVQVAE(Pretrained, nn.Module):
         if indices.dim() != (3 if levels else 2):
             expected = f"(B, {levels}, t)" if levels else "(B, t)"
             raise ValueError(f"expected indices {expected}, got shape {tuple(indices.shape)}")
-        return self.decoder(self.quantizer.lookup(indices))
+        return self.decode_quantized(self.quantizer.lookup(indices))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

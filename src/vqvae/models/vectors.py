@@ -100,7 +100,18 @@ class VectorVQVAE(Pretrained, nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Vectors (B, F) -> indices (B, M) (or (B, L, M) for a residual quantizer)."""
         with eval_mode(self):
-            return self.quantizer(self.encoder(self._standardize(x))).indices
+            return self.quantizer(self.encoder_output(x)).indices
+
+    def encoder_output(self, x: Tensor) -> Tensor:
+        """Vectors (B, F) -> z_e (B, D, M)."""
+        return self.encoder(self._standardize(x))
+
+    def decode_quantized(self, quantized: Tensor) -> Tensor:
+        """z_q (B, D, M) -> vectors (B, F) in data units."""
+        return self.decoder(quantized) * self.std + self.mean
+
+    def example_input(self, batch: int) -> Tensor:
+        return torch.zeros(batch, self.config.input_dim)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
@@ -111,7 +122,7 @@ class VectorVQVAE(Pretrained, nn.Module):
             raise ValueError(
                 f"expected indices (B, {', '.join(map(str, want))}), got {tuple(indices.shape)}"
             )
-        return self.decoder(self.quantizer.lookup(indices)) * self.std + self.mean
+        return self.decode_quantized(self.quantizer.lookup(indices))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

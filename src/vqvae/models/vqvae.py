@@ -80,10 +80,22 @@ class VQVAE(Pretrained, nn.Module):
         """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w), or (B, L, h, w) for a
         residual quantizer (``quantizer.index_levels = L``: one map per level). Uses eval-mode
         behaviour."""
-        self.config.check_images(x)
-        x = self.config.target(x)
         with eval_mode(self):
-            return self.quantizer(self.encoder(x - 0.5)).indices
+            return self.quantizer(self.encoder_output(x)).indices
+
+    def encoder_output(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> z_e (B, D, h, w), what the quantizer searches."""
+        self.config.check_images(x)
+        return self.encoder(self.config.target(x) - 0.5)  # centre inputs around 0
+
+    def decode_quantized(self, quantized: Tensor) -> Tensor:
+        """z_q (B, D, h, w) -> images (B, C, H, W) in data space (not clamped)."""
+        return self.config.to_images(self.decoder(quantized))
+
+    def example_input(self, batch: int) -> Tensor:
+        """Zero images of the shape the model takes (graph export traces it)."""
+        c, s = self.config.in_channels, self.config.image_size
+        return torch.zeros(batch, c, s, s)
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
@@ -93,7 +105,7 @@ class VQVAE(Pretrained, nn.Module):
         if indices.dim() != (4 if levels else 3):
             expected = f"(B, {levels}, h, w)" if levels else "(B, h, w)"
             raise ValueError(f"expected indices {expected}, got shape {tuple(indices.shape)}")
-        return self.config.to_images(self.decoder(self.quantizer.lookup(indices)))
+        return self.decode_quantized(self.quantizer.lookup(indices))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

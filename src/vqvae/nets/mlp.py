@@ -24,7 +24,7 @@ class MLPEncoder(nn.Module):
         self.net = mlp([in_features] + [hidden] * layers + [codes * dim])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(len(x), self.codes, self.dim).transpose(1, 2)  # (B, D, M)
+        return self.net(x).view(x.shape[0], self.codes, self.dim).transpose(1, 2)  # (B, D, M)
 
 
 class MLPDecoder(nn.Module):
@@ -35,4 +35,4 @@ class MLPDecoder(nn.Module):
         self.net = mlp([codes * dim] + [hidden] * layers + [out_features])
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.transpose(1, 2).reshape(len(z), -1))  # (B, M·D) -> (B, F)
+        return self.net(z.transpose(1, 2).reshape(z.shape[0], -1))  # (B, M·D) -> (B, F)

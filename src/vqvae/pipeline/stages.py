@@ -124,6 +124,16 @@ def decode_codes(
     return family_of(run.read_config()[0]).decode_file(run, codes_path, out, n)
 
 
+def export_onnx(run_path: str | Path, out: str | Path) -> list[Path]:
+    """Write the run's model as ``encoder.onnx`` (input -> indices) and ``decoder.onnx``
+    (indices -> output) into ``out`` (``vqvae.pipeline.export``)."""
+    from vqvae.pipeline.export import export_onnx as export
+
+    run = RunDir(run_path)
+    family = family_of(run.read_config()[0])
+    return export(family.load_model(run), out, finish=family.finish, what=str(run.path))
+
+
 # --- stage 2: the prior(s) -------------------------------------------------------------------
 def train_prior(
     run_path: str | Path,

@@ -66,6 +66,17 @@ class Quantizer(nn.Module):
     def lookup(self, indices: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def export_indices(self, z: Tensor) -> Tensor:
+        """The eval-mode ``forward(z).indices`` as plain tensor operations that a graph
+        exporter (ONNX) can follow: no C++ kernel, no statistics, no loss. (B, D, *S) ->
+        (B, *S), or (B, L, *S) for ``index_levels = L``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported")
+
+    def export_lookup(self, indices: Tensor) -> Tensor:
+        """``lookup(indices)`` without its range check (a check on the values cannot be part
+        of an exported graph): (B, *S) -> (B, D, *S)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported")
+
     def sync_from_buffers(self) -> None:
         """Re-read what this quantizer keeps in Python between steps from its buffers (the
         codebook quantizers' step counter and init flag). ``load_state_dict`` does it itself;

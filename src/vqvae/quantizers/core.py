@@ -86,6 +86,26 @@ def _search(
     return indices, distances
 
 
+def nearest_index_graph(z: Tensor, codebook: Tensor) -> Tensor:
+    """``nearest_index`` written as plain tensor operations, for graph export (ONNX): one matrix
+    product and an argmin, which every exporter can express (``torch.cdist``, the fused kernel
+    and the chunked loop cannot be exported). z (N, D), codebook (K, D) -> indices (N,) int64.
+
+    The score of code e is ``||e||² - 2 z·e``: the squared distance ``||z||² - 2 z·e + ||e||²``
+    less ``||z||²``, which is the same for every code of a row, so it cannot change the argmin;
+    adding it would only round the scores to the precision of ``||z||²`` and make close codes
+    tie. Ties: ``argmin`` (ONNX ``ArgMin`` with ``select_last_index = 0``) takes the first,
+    lowest index, as ``nearest_code`` does, so exact ties (duplicate codes) resolve the same
+    way. Two codes whose squared distances differ by less than the float32 rounding of the
+    score terms (about 1e-7 of ``||z||² + ||e||²``) may resolve differently from
+    ``nearest_code``, whose sums run in another order: either is a nearest code to float32
+    precision. ``benchmarks/onnx_parity.py`` counts such cases on real data.
+    """
+    codes_sq = (codebook * codebook).sum(1)  # (K,) ||e||²
+    scores = codes_sq - 2.0 * torch.matmul(z, codebook.t())  # (N, K)
+    return scores.argmin(dim=1)
+
+
 class _Scores:
     """``scores(z)``: z (n, D) -> ||e||² - 2 z·e (n, K), contiguous, for one codebook (K, D)."""
 

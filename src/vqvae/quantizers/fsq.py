@@ -78,9 +78,7 @@ class FSQ(Quantizer):
         self._check_input(z)
         flat = self.project_in(z.movedim(1, -1).reshape(-1, self.dim))  # (N, d)
         bounded = torch.tanh(flat)  # (N, d) in (-1, 1)
-        # Bin of each channel: L equal bins over (-1, 1); clamp catches tanh(x) == 1.0 exactly.
-        digits = torch.floor((bounded.detach() + 1) * (self._levels / 2))
-        digits = torch.minimum(digits.clamp_min(0), self._levels - 1)  # (N, d) in [0, L)
+        digits = self._digits(bounded.detach())  # (N, d) in [0, L)
         grid = straight_through(bounded, self._grid_values(digits))  # value exactly the grid
         indices = (digits.long() * self._basis).sum(-1)  # (N,)
         counts = torch.bincount(indices, minlength=self.codebook_size)
@@ -96,9 +94,23 @@ class FSQ(Quantizer):
             code_counts=counts,
         )
 
+    def _digits(self, bounded: Tensor) -> Tensor:
+        """Values in (-1, 1) (N, d) -> the bin of each channel (N, d): L equal bins over
+        (-1, 1), whole numbers in [0, L) as floats; the clamp catches tanh(x) == 1.0 exactly."""
+        digits = torch.floor((bounded + 1) * (self._levels / 2))
+        return torch.minimum(digits.clamp_min(0), self._levels - 1)
+
+    def export_indices(self, z: Tensor) -> Tensor:
+        flat = self.project_in(z.movedim(1, -1).reshape(-1, self.dim))  # (N, d)
+        indices = (self._digits(torch.tanh(flat)).long() * self._basis).sum(-1)  # (N,)
+        return indices.reshape(z.shape[0], *z.shape[2:])  # (B, *S)
+
     def lookup(self, indices: Tensor) -> Tensor:
         """(B, *S) int -> (B, D, *S): index -> bin digits -> grid point -> project out."""
         self._check_indices(indices)
+        return self.export_lookup(indices)
+
+    def export_lookup(self, indices: Tensor) -> Tensor:
         flat = indices.long().reshape(-1, 1)  # (N, 1)
         digits = (flat // self._basis) % self._levels.long()  # (N, d)
         grid = self._grid_values(digits.to(self._levels.dtype))

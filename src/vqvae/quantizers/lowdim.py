@@ -42,6 +42,12 @@ class LowDimQuantizer(Quantizer):
     def lookup(self, indices: Tensor) -> Tensor:
         return self._expand(self.inner.lookup(indices))
 
+    def export_indices(self, z: Tensor) -> Tensor:
+        return self.inner.export_indices(self.project_in(z.movedim(1, -1)).movedim(-1, 1))
+
+    def export_lookup(self, indices: Tensor) -> Tensor:
+        return self._expand(self.inner.export_lookup(indices))
+
     def _expand(self, small: Tensor) -> Tensor:
         """(B, d, *S) -> (B, D, *S). The same op sequence in forward and lookup, so the index
         round trip is exact."""

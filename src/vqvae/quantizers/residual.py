@@ -85,10 +85,24 @@ class ResidualVectorQuantizer(Quantizer):
                 f"level, got {tuple(indices.shape)}"
             )
         self._check_indices(indices)
+        return self.export_lookup(indices)
+
+    def export_lookup(self, indices: Tensor) -> Tensor:
         per_level = indices.movedim(1, -1)  # (B, *S, L)
         flat = per_level.reshape(-1, self.index_levels)  # (N, L)
         total = torch.zeros(flat.shape[0], self.dim, device=indices.device)
         total = total.to(self.levels[0].codebook_vectors().dtype)
         for l, level in enumerate(self.levels):
-            total = total + level.lookup(flat[:, l])  # (N,) -> (N, D)
+            total = total + level.export_lookup(flat[:, l])  # (N,) -> (N, D)
         return total.reshape(*per_level.shape[:-1], self.dim).movedim(-1, 1)
+
+    def export_indices(self, z: Tensor) -> Tensor:
+        """Each level searches what the levels before it left: (B, D, *S) -> (B, L, *S)."""
+        residual = z.movedim(1, -1).reshape(-1, self.dim)  # (N, D)
+        indices = []
+        for level in self.levels:
+            idx = level.export_indices(residual)  # a (N, D) input: indices (N,)
+            residual = residual - level.export_lookup(idx)
+            indices.append(idx)
+        out_shape = (z.shape[0], *z.shape[2:], self.index_levels)
+        return torch.stack(indices, 1).reshape(out_shape).movedim(-1, 1)  # (B, L, *S)

@@ -24,7 +24,7 @@ from vqvae.distributed import all_reduce_sum, broadcast, is_main_process, world_
 from vqvae.errors import ConfigError
 from vqvae.quantizers import native
 from vqvae.quantizers.base import ESTIMATORS, Quantizer, QuantizerOutput, quantize
-from vqvae.quantizers.core import nearest_index
+from vqvae.quantizers.core import nearest_index, nearest_index_graph
 from vqvae.quantizers.kmeans import kmeans
 
 
@@ -138,7 +138,16 @@ class CodebookQuantizer(Quantizer):
     def lookup(self, indices: Tensor) -> Tensor:
         """Codes for an index map: (B, *S) int -> (B, D, *S)."""
         self._check_indices(indices)
+        return self.export_lookup(indices)
+
+    def export_lookup(self, indices: Tensor) -> Tensor:
         return F.embedding(indices.long(), self.codebook_vectors().detach()).movedim(-1, 1)
+
+    def export_indices(self, z: Tensor) -> Tensor:
+        """The eval-mode indices by ``core.nearest_index_graph`` (matrix product + argmin)."""
+        flat = self._search_input(z.movedim(1, -1).reshape(-1, self.dim))  # (N, D)
+        indices = nearest_index_graph(flat, self.codebook_vectors().detach())  # (N,)
+        return indices.reshape(z.shape[0], *z.shape[2:])  # (B, *S)
 
     def codebook_vectors(self) -> Tensor:
         """(K, D): the vectors the search compares against and ``lookup`` returns."""
