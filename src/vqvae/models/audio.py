@@ -125,7 +125,7 @@ class AudioVQVAE(Pretrained, nn.Module):
     def forward(self, x: Tensor) -> AudioVQVAEOutput:
         x = self._check_signal(x)
         q = self.quantizer(self.encoder(x))  # (B, D, T / d)
-        out = self.decoder(q.quantized)  # (B, C, T)
+        out = self.decoder(q.quantized).float()  # (B, C, T); fp32 losses under autocast too
         c = self.config
         time_loss = F.mse_loss(out, x)
         zero = out.new_zeros(())

@@ -95,7 +95,9 @@ class ImageModelConfig:
         return -10 * torch.log10(mse.clamp_min(1e-10))
 
     def reconstruction_loss(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """(raw per-element loss for reports, the term that enters the objective)."""
+        """(raw per-element loss for reports, the term that enters the objective), in float32
+        also when the decoder ran in bfloat16 (``train.precision = "bf16"``)."""
+        out = out.float()
         if self.recon_loss == "bce":
             raw = F.binary_cross_entropy_with_logits(out, target)
             return raw, raw

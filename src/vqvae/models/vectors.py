@@ -82,7 +82,7 @@ class VectorVQVAE(Pretrained, nn.Module):
     def forward(self, x: Tensor) -> VectorVQVAEOutput:
         z = self._standardize(x)
         q = self.quantizer(self.encoder(z))  # (B, D, M)
-        out = self.decoder(q.quantized)  # (B, F) standardised
+        out = self.decoder(q.quantized).float()  # (B, F) standardised; fp32 under autocast too
         recon_loss = F.mse_loss(out, z)
         return VectorVQVAEOutput(out * self.std + self.mean, recon_loss, q, recon_loss + q.loss)
 

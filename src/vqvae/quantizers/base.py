@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 @dataclass
@@ -59,6 +60,16 @@ class Quantizer(nn.Module):
     codebook_size: int
     dim: int
     index_levels: int = 0
+
+    def __call__(self, z: Tensor) -> QuantizerOutput:
+        """``forward(z)``, in float32 whatever the caller's autocast: under mixed precision
+        (``train.precision = "bf16"``) the encoder's bfloat16 output is cast up and autocast is
+        off inside, so the distances, the EMA statistics and the losses are the fp32 path's
+        (bfloat16 distances make close codes tie and codebook usage collapse)."""
+        if not torch.is_autocast_enabled(z.device.type):
+            return super().__call__(z)
+        with torch.autocast(z.device.type, enabled=False):
+            return super().__call__(z.float() if z.dtype in LOW_PRECISION else z)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         raise NotImplementedError

@@ -17,6 +17,7 @@ follows the wall clock, which no checkpoint can replay.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -80,6 +81,10 @@ class TrainConfig:
     # Checkpoints kept in RUN/checkpoints (the newest ones): resuming needs only the last, and
     # the trained model is saved apart from them (RUN/model).
     keep_checkpoints: int = 1
+    # "bf16": the model's forward runs under autocast (bfloat16 convolutions and matrix
+    # products, on the CPU and on CUDA); quantizers run in float32 whatever the autocast
+    # (their distances, EMA statistics and losses), and so do the losses (see autocast()).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -188,6 +193,17 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 FUSED = ("cpu", "cuda")  # devices with a fused AdamW kernel
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward pass's precision: fp32 as it is, or bf16 autocast on ``device``. Only the
+    forward runs under it (backward follows the forward's dtypes; the optimiser and its state
+    stay fp32). The quantizers leave autocast and cast their input up
+    (``Quantizer.__call__``), and the models compute their losses from a float32 decoder
+    output, so only the encoder's and the decoder's layers run in bfloat16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def fit(
@@ -340,7 +356,8 @@ class _Run:
         # A skipped batch must leave no trace, including codebook buffers the forward pass
         # updates (EMA statistics, k-means, resets).
         snapshot = _snapshot(self.model) if config.skip_nonfinite else None
-        out = trainer(batch)
+        with autocast(config.precision, self.device):
+            out = trainer(batch)
         loss = out["loss"]
         loss_ok = bool(torch.isfinite(loss))
         # One collective a step: the decisions every rank must share.
