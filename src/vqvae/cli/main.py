@@ -157,6 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--out", required=True, help="folder for encoder.onnx, decoder.onnx")
 
+    p = sub.add_parser(
+        "compress", help="entropy-code items with the run's model and prior into one archive"
+    )
+    p.add_argument("run")
+    p.add_argument(
+        "input",
+        help="an image or WAV file, a folder of them, or a data spec (" + SPEC_HELP + ")",
+    )
+    p.add_argument("--out", required=True, help="archive file (its report goes to FILE.json)")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="of a data spec")
+    p.add_argument(
+        "--label",
+        type=int,
+        help="class of every item (conditional priors; default: the data's labels, else the "
+        "class that codes each item in the fewest bits)",
+    )
+    p.add_argument("--batch", type=int, default=64, help="items coded together (default 64)")
+
+    p = sub.add_parser("decompress", help="decode an archive into PNG (or WAV) files")
+    p.add_argument("archive")
+    p.add_argument("--run", required=True, help="the run folder that compressed it")
+    p.add_argument("--out", required=True, help="folder for the files")
+    p.add_argument("--batch", type=int, default=64, help="items decoded together (default 64)")
+
     p = sub.add_parser("download", help="download MNIST or Fashion-MNIST (checksums verified)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
     p.add_argument("dest", help="folder for the four IDX files")
@@ -168,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 # so a bad value is one line naming the option, and nothing is read or written.
 OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
     ("n", ">= 1", lambda v: v >= 1),
+    ("batch", ">= 1", lambda v: v >= 1),
     ("steps", ">= 1", lambda v: v >= 1),
     ("minutes", "a number > 0", lambda v: math.isfinite(v) and v > 0),
     ("samples", ">= 0", lambda v: v >= 0),
@@ -271,6 +296,18 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         for path in stages.export_onnx(args.run, args.out):
             print(path)
+    elif args.command == "compress":
+        from vqvae.codec import compress_input
+
+        report = compress_input(
+            args.run, args.input, args.out, split=args.split, label=args.label, batch=args.batch
+        )
+        _print_metrics(f"wrote {args.out} (report: {args.out}.json)", report)
+    elif args.command == "decompress":
+        from vqvae.codec import decompress_file
+
+        report = decompress_file(args.archive, args.run, args.out, batch=args.batch)
+        _print_metrics(f"wrote {report['items']} files to {args.out}", report)
     elif args.command == "download":
         from vqvae.data import download_dataset
 

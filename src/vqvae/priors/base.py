@@ -20,6 +20,7 @@ and ``s > 1`` strengthens the class.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -88,6 +89,24 @@ class Decoder(Protocol):
 
         Called with t increasing; positions < t never change between calls."""
         ...
+
+
+def autoregressive(
+    decoder: Decoder,
+    codes: Tensor,
+    start: int,
+    choose: Callable[[Tensor, int], Tensor],
+    copies: int = 1,
+) -> Tensor:
+    """The one autoregressive loop of every prior: for t = start .. N-1, the decoder's logits
+    at t (B·copies, K) — of ``copies`` stacked copies of ``codes`` (B, N), e.g. conditional and
+    null-class rows for guidance — go to ``choose(logits, t)``, whose codes (B,) are written to
+    ``codes[:, t]`` before position t + 1 is computed. Sampling draws the codes; an entropy
+    coder (``vqvae.codec``) returns the codes it encodes or decodes. Returns ``codes``."""
+    for t in range(start, codes.shape[1]):
+        logits = decoder.logits(codes.repeat(copies, 1) if copies > 1 else codes, t)  # (B', K)
+        codes[:, t] = choose(logits, t)
+    return codes
 
 
 class AutoregressivePrior(nn.Module):
@@ -202,6 +221,22 @@ class AutoregressivePrior(nn.Module):
         self, batch: int, grid: tuple[int, ...], labels: Tensor | None, cond: Any, cached: bool
     ) -> Decoder:
         raise NotImplementedError
+
+    def decoder(
+        self,
+        batch: int,
+        grid: tuple[int, ...],
+        labels: Tensor | int | None = None,
+        cond: Tensor | None = None,
+        *,
+        cached: bool = True,
+    ) -> Decoder:
+        """The incremental decoder ``sample`` drives, for ``batch`` maps of shape ``grid``
+        (labels and ``cond`` checked as ``sample`` checks them): what an entropy coder runs
+        through ``autoregressive``, choosing each code from its logits. Use it in eval mode."""
+        grid = self._check_grid(tuple(grid))
+        labels = self._check_labels(labels, batch)
+        return self._decoder(batch, grid, labels, self._check_cond(cond, batch, grid), cached)
 
     # ---------------------------------------------------------------- training
     def training_losses(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
