@@ -51,6 +51,25 @@ def _overrides(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help)
 
 
+def _run_or_pretrained(p: argparse.ArgumentParser) -> None:
+    """RUN, or --pretrained NAME: a model shipped with the package (``vqvae pretrained``)."""
+    p.add_argument("run", nargs="?", help="run folder (or --pretrained NAME)")
+    p.add_argument("--pretrained", metavar="NAME", help="a shipped model (see `vqvae pretrained`)")
+
+
+def run_folder(args: argparse.Namespace) -> str:
+    """The run folder a command works on: RUN, or the verified folder of --pretrained NAME."""
+    if args.pretrained is None:
+        if args.run is None:
+            raise ConfigError("give a RUN folder or --pretrained NAME")
+        return args.run
+    if args.run is not None:
+        raise ConfigError(f"give a RUN folder ({args.run}) or --pretrained NAME, not both")
+    from vqvae.zoo import pretrained_run
+
+    return str(pretrained_run(args.pretrained))
+
+
 def _guidance(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance-scale",
@@ -80,19 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(p, "config overrides, e.g. model.quantizer.codebook_size=1024")
 
     p = sub.add_parser("reconstruct", help="write originals above their reconstructions")
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
     p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
     p.add_argument("--n", type=int, default=16, help="number of test images")
 
     p = sub.add_parser("encode", help="encode a dataset split to a codes file")
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument("--data", help=SPEC_HELP + " (default: the run's)")
     p.add_argument("--out", required=True, help="codes file (.safetensors)")
     p.add_argument("--split", choices=("train", "test"), default="train")
 
     p = sub.add_parser("decode", help="decode a codes file (from `vqvae encode`) to images")
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument("--codes", required=True, help="codes file (.safetensors)")
     p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
     p.add_argument("--n", type=int, default=16, help="number of index maps to decode")
@@ -113,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(p, "prior.* / prior_train.* overrides, e.g. prior.layers=15, prior.kind=transformer")
 
     p = sub.add_parser("sample", help="sample codes from the prior and decode them")
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument("--n", type=int, default=10, help="samples (per class for a conditional prior)")
     p.add_argument("--label", type=int, help="class to sample (conditional priors)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -154,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="write the model as ONNX: encoder.onnx (input -> indices), decoder.onnx"
     )
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument("--out", required=True, help="folder for encoder.onnx, decoder.onnx")
+
+    sub.add_parser("pretrained", help="list the models shipped with the package (--pretrained)")
 
     p = sub.add_parser(
         "compress", help="entropy-code items with the run's model and prior into one archive"
@@ -249,9 +270,9 @@ def run(args: argparse.Namespace) -> int:
             return _exit_status(summary.result)
         _print_metrics("test split:", summary.metrics)
     elif args.command == "reconstruct":
-        print(stages.reconstruct(args.run, args.data, args.out, args.n))
+        print(stages.reconstruct(run_folder(args), args.data, args.out, args.n))
     elif args.command == "encode":
-        print(stages.encode_dataset(args.run, args.data, args.out, args.split))
+        print(stages.encode_dataset(run_folder(args), args.data, args.out, args.split))
     elif args.command == "train-prior":
         base = configs.load_file(args.config) if args.config else {}
         base = {k: v for k, v in base.items() if k in PRIOR_SECTIONS + LEGACY_PRIOR_KEYS}
@@ -264,10 +285,10 @@ def run(args: argparse.Namespace) -> int:
             if metrics and (preview := stages.preview_samples(args.run)) is not None:
                 print(f"samples: {preview}")
     elif args.command == "decode":
-        print(stages.decode_codes(args.run, args.codes, args.out, args.n))
+        print(stages.decode_codes(run_folder(args), args.codes, args.out, args.n))
     elif args.command == "sample":
         path = stages.sample(
-            args.run,
+            run_folder(args),
             args.n,
             args.out,
             label=args.label,
@@ -294,8 +315,10 @@ def run(args: argparse.Namespace) -> int:
         )
         _print_metrics(f"wrote {Path(args.run) / 'metrics.json'}", metrics)
     elif args.command == "export":
-        for path in stages.export_onnx(args.run, args.out):
+        for path in stages.export_onnx(run_folder(args), args.out):
             print(path)
+    elif args.command == "pretrained":
+        _list_pretrained()
     elif args.command == "compress":
         from vqvae.codec import compress_input
 
@@ -313,6 +336,23 @@ def run(args: argparse.Namespace) -> int:
 
         print(download_dataset(args.dataset, args.dest, base_url=args.base_url))
     return 0
+
+
+def _list_pretrained() -> None:
+    """One line per shipped model: name, size, key test metrics, description."""
+    from vqvae.zoo import ZOO, names, read_card
+
+    shipped = names()
+    if not shipped:
+        print("no shipped models in this installation")
+    for name in shipped:
+        card = read_card(ZOO / name)
+        m = card.get("metrics", {})
+        keys = ("psnr", "snr_db", "codebook_usage", "prior_nll_bits_per_code")
+        shown = ", ".join(f"{k} {m[k]:.3g}" for k in keys if k in m)
+        size = card.get("storage", {}).get("bytes", 0) / 1e6
+        print(f"{name:16s} {size:5.1f} MB  {shown}")
+        print(f"{'':16s} {card.get('description', '')}")
 
 
 def _exit_status(result) -> int:
