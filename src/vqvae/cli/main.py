@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vqvae import configs
+from vqvae import configs, threads
 from vqvae.data import spec_help
 from vqvae.errors import ConfigError, VQVAEError
 
@@ -206,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
     p.add_argument("dest", help="folder for the four IDX files")
     p.add_argument("--base-url", help="mirror to download from")
+
+    for name, command in sub.choices.items():  # every command that computes
+        if name != "download":
+            command.add_argument(
+                "--threads",
+                type=int,
+                help="compute threads (default: auto, the CPUs available minus other busy "
+                "work, followed while training; also VQVAE_THREADS=N)",
+            )
     return parser
 
 
@@ -222,6 +231,7 @@ OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
     ("top_k", ">= 1", lambda v: v >= 1),
     ("top_p", "in (0, 1]", lambda v: 0 < v <= 1),
     ("seed", ">= 0", lambda v: v >= 0),
+    ("threads", ">= 1", lambda v: v >= 1),
     ("guidance_scale", "a finite number", math.isfinite),
 ]
 
@@ -244,6 +254,11 @@ def run(args: argparse.Namespace) -> int:
     from vqvae.distributed import is_main_process
     from vqvae.pipeline import stages
     from vqvae.pipeline.run import resolve_config
+
+    if args.command != "download":
+        policy = threads.apply_policy(args.threads)  # printed once; training logs it too
+        if is_main_process():
+            print(f"vqvae: {policy.describe()}", file=sys.stderr)
 
     if args.command == "demo":
         from vqvae.pipeline.demo import run_demo
@@ -383,6 +398,7 @@ def _error(args: argparse.Namespace, error: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.prefer_passive_wait()  # before PyTorch's OpenMP runtime loads (vqvae.threads)
     args = _parse(argv)
     from vqvae.training.allocator import keep_freed_memory
 

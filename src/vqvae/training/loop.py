@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vqvae import distributed
+from vqvae import distributed, threads
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.metrics import CodebookHealth
 from vqvae.training.allocator import keep_freed_memory
@@ -237,6 +237,8 @@ def fit(
         return run.elapsed_before + time.perf_counter() - start
 
     bar = _progress_bar(run, show_progress and run.main)
+    policy = threads.current_policy()  # the process's thread policy, if its owner set one
+    run.log_threads(policy)
     trainer.train()
     metrics: dict[str, float] = {}
     interrupted, stop_requested = False, False
@@ -261,6 +263,8 @@ def fit(
 
                 if stepped:
                     run.update_health(out.get("code_counts"))
+                if policy is not None and policy.retune():  # other work came or went
+                    run.log_threads(policy)
                 if run.step % max(config.log_every, 1) == 0 or run.step == max_steps:
                     metrics = run.log_metrics(out, lr)
                     bar.set_postfix(_postfix(metrics, run.step), refresh=False)
@@ -336,6 +340,13 @@ class _Run:
         self.batches.load_state_dict(state["batches"])
         self.health_window = extra.get("health.window")
         self.last_saved = self.step or None
+
+    def log_threads(self, policy: threads.ThreadPolicy | None) -> None:
+        """The thread policy in force from this step on (vqvae.threads), in the run's log."""
+        if policy is not None and self.log is not None:
+            self.log.write(
+                self.step, {"policy": policy.describe(), "count": policy.threads}, "threads"
+            )
 
     def open_log(self, resume: bool) -> None:
         if self.run_dir is None or not self.main:
