@@ -1,9 +1,14 @@
-"""What every autoregressive prior shares: input checks, label dropout, and the one sampling loop.
+"""What every prior shares (``Prior``: input checks, label dropout, the checks of the one
+sampling interface) and the one autoregressive sampling loop (``AutoregressivePrior``).
 
-A prior models ``p(z) = Π_t p(z_t | z_<t [, class] [, cond])`` over code maps in raster order.
-Subclasses provide ``forward(indices, labels=None, cond=None) -> logits (B, K, *grid)``,
-``_check_grid`` and ``_decoder`` (an object that returns the logits of one position given the
-codes drawn so far, either by recomputing the network or from a cache). Everything else is here:
+An autoregressive prior models ``p(z) = Π_t p(z_t | z_<t [, class] [, cond])`` over code maps
+in raster order: an exact likelihood (``exact_likelihood = True``), which the held-out NLL and
+an entropy coder read from ``forward``'s logits. A prior without one (the masked MaskGIT prior,
+``priors/maskgit.py``) subclasses ``Prior`` directly and says ``exact_likelihood = False``.
+Autoregressive subclasses provide
+``forward(indices, labels=None, cond=None) -> logits (B, K, *grid)``, ``_check_grid`` and
+``_decoder`` (an object that returns the logits of one position given the codes drawn so far,
+either by recomputing the network or from a cache). Everything else is here:
 
 * ``training_losses(batch)``: mean cross-entropy; with ``label_dropout > 0`` each label is
   replaced by the extra "null" class with that probability during training, so the same network
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -109,11 +115,30 @@ def autoregressive(
     return codes
 
 
-class AutoregressivePrior(nn.Module):
+@dataclass
+class Draw:
+    """A checked ``sample`` request: what a sampler starts from.
+
+    codes: (n, N) int64 in raster order, the prefix filled in, zeros elsewhere; ``start`` = the
+    prefix length. labels / cond: for the network's batch (2n rows when ``guided``: the
+    conditional rows first, then the same maps with the null class)."""
+
+    grid: tuple[int, ...]
+    codes: Tensor
+    start: int
+    labels: Tensor | None
+    cond: Any
+    guided: bool
+
+
+class Prior(nn.Module):
     """Base class of the priors (see the module docstring). ``self.config`` has at least
     ``codebook_size``, ``num_classes`` and ``label_dropout``."""
 
     config: Any
+    # True: forward's logits at each position are conditionals p(z_t | z_<t) of one
+    # factorisation, so they give the held-out NLL and an entropy coder's probabilities.
+    exact_likelihood: bool = True
 
     # ------------------------------------------------------------------ fitting to codes
     @classmethod
@@ -217,6 +242,177 @@ class AutoregressivePrior(nn.Module):
             raise ConfigError(f"{type(self).__name__} takes no conditioning input (cond)")
         return None
 
+    # ---------------------------------------------------------------- training
+    def _dropped_labels(self, labels: Tensor | None) -> Tensor | None:
+        """In training mode, ``labels`` with each replaced by the null class with probability
+        ``label_dropout`` (classifier-free guidance; torch's global generator, which the loop
+        seeds); unchanged otherwise."""
+        if labels is not None and self.training and self.null_label is not None:
+            drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
+        return labels
+
+    def training_losses(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """Mean cross-entropy (nats per code) of ``batch = (indices, labels or None[, cond])``.
+
+        In training mode labels are replaced by the null class with probability
+        ``label_dropout`` (drawn from torch's global generator, which the loop seeds)."""
+        indices, labels, *rest = batch
+        cond = rest[0] if rest else None
+        logits = self(indices, self._dropped_labels(labels), cond)  # (B, K, *grid)
+        loss = F.cross_entropy(logits, indices.long())  # mean over every code of the batch
+        return {"loss": loss, "bits_per_code": loss.detach() / math.log(2)}
+
+    # ---------------------------------------------------------------- sampling
+    def _prepare_draw(
+        self,
+        n: int,
+        grid: tuple[int, ...],
+        labels: Tensor | int | None,
+        *,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        guidance_scale: float | None,
+        prefix: Tensor | None,
+        cond: Tensor | None,
+    ) -> Draw:
+        """The checks of ``sample``'s arguments (every prior's), and what a sampler starts from."""
+        if not is_int(n) or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if not isinstance(grid, tuple | list) or not all(is_int(s) and s >= 1 for s in grid):
+            raise ValueError(f"grid must be a tuple of positive integers, got {grid!r}")
+        grid = self._check_grid(tuple(int(s) for s in grid))
+        _check_options(temperature, top_k, top_p)
+        guided = guidance_scale is not None
+        if guided:
+            s = guidance_scale
+            if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
+                raise ValueError(f"guidance_scale must be a finite number, got {s!r}")
+            if self.null_label is None:
+                raise ConfigError(
+                    "classifier-free guidance needs a class-conditional prior trained with "
+                    "label dropout (prior.label_dropout > 0)"
+                )
+            if labels is None:
+                raise ConfigError("classifier-free guidance needs labels")
+        labels = self._check_labels(labels, n)
+        codes = torch.zeros(n, math.prod(grid), dtype=torch.long, device=self.device)
+        start = 0
+        if prefix is not None:
+            start = self._check_prefix(prefix, n, grid)
+            codes[:, :start] = prefix.reshape(n, start).to(self.device)
+        if guided:  # one batch: conditional rows first, then the same maps with the null class
+            labels = torch.cat([labels, torch.full_like(labels, self.null_label)])
+            cond = None if cond is None else torch.cat([cond, cond])
+        cond = self._check_cond(cond, 2 * n if guided else n, grid)
+        return Draw(grid, codes, start, labels, cond, guided)
+
+    def sample(
+        self,
+        n: int,
+        grid: tuple[int, ...],
+        labels: Tensor | int | None = None,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_scale: float | None = None,
+        prefix: Tensor | None = None,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        cached: bool = True,
+    ) -> Tensor:
+        """Draw ``n`` code maps of shape ``grid`` -> (n, *grid) int64.
+
+        labels: (n,) classes (or one int for all) of a conditional prior; None draws from the
+            null class of a prior trained with label dropout (unconditional samples).
+        guidance_scale: classifier-free guidance ``u + s·(c − u)`` (needs labels and a prior
+            trained with ``label_dropout > 0``); None = no guidance (one network pass per step).
+        prefix: (n, L) codes in raster order (or (n, r, W) whole rows of a 2D grid) kept
+            unchanged; the rest is drawn (completion of a partial map).
+        cond: the conditioning input of a prior that has one (e.g. top codes for VQ-VAE-2).
+        generator: the source of randomness (on the model's device); the same seed gives the
+            same samples, cached or not (up to floating-point ties).
+        cached: decoding from cached activations where the prior has them; False recomputes.
+        """
+        raise NotImplementedError
+
+    def _check_prefix(self, prefix: Tensor, n: int, grid: tuple[int, ...]) -> int:
+        if not isinstance(prefix, Tensor) or prefix.dtype not in _INT_DTYPES:
+            raise ValueError("prefix must be an integer tensor (n, L) of codes in raster order")
+        if prefix.dim() < 2 or prefix.shape[0] != n:
+            raise ValueError(f"prefix must have shape ({n}, L), got {tuple(prefix.shape)}")
+        if prefix.dim() > 2 and tuple(prefix.shape[2:]) != grid[1:]:
+            raise ValueError(
+                f"prefix of whole rows must have shape ({n}, r, {', '.join(map(str, grid[1:]))}), "
+                f"got {tuple(prefix.shape)}"
+            )
+        length = math.prod(prefix.shape[1:])
+        if length > math.prod(grid):
+            raise ValueError(f"prefix has {length} codes, more than the grid {grid} holds")
+        if prefix.numel() and (
+            int(prefix.min()) < 0 or int(prefix.max()) >= self.config.codebook_size
+        ):
+            raise ConfigError(f"prefix codes must lie in [0, {self.config.codebook_size})")
+        return length
+
+
+class AutoregressivePrior(Prior):
+    """A prior that factorises in raster order; draws one position per network call."""
+
+    exact_likelihood = True
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        grid: tuple[int, ...],
+        labels: Tensor | int | None = None,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_scale: float | None = None,
+        prefix: Tensor | None = None,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        cached: bool = True,
+    ) -> Tensor:
+        """``Prior.sample``, in raster order: sampling continues at the prefix's end, one
+        position per step; ``cached``: incremental decoding from cached activations."""
+        draw = self._prepare_draw(
+            n,
+            grid,
+            labels,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            guidance_scale=guidance_scale,
+            prefix=prefix,
+            cond=cond,
+        )
+        grid, codes, guided = draw.grid, draw.codes, draw.guided
+        positions = codes.shape[1]
+        if n == 0 or draw.start == positions:
+            return codes.reshape(n, *grid)
+        batch = 2 * n if guided else n
+        with eval_mode(self):
+            decoder = self._decoder(batch, grid, draw.labels, draw.cond, cached)
+            for t in range(draw.start, positions):
+                logits = decoder.logits(codes.repeat(2, 1) if guided else codes, t)  # (B, K)
+                if guided:
+                    c, u = logits.chunk(2)
+                    logits = u + guidance_scale * (c - u)
+                codes[:, t] = sample_from_logits(
+                    logits,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    generator=generator,
+                )
+        return codes.reshape(n, *grid)
+
     def _decoder(
         self, batch: int, grid: tuple[int, ...], labels: Tensor | None, cond: Any, cached: bool
     ) -> Decoder:
@@ -237,115 +433,3 @@ class AutoregressivePrior(nn.Module):
         grid = self._check_grid(tuple(grid))
         labels = self._check_labels(labels, batch)
         return self._decoder(batch, grid, labels, self._check_cond(cond, batch, grid), cached)
-
-    # ---------------------------------------------------------------- training
-    def training_losses(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        """Mean cross-entropy (nats per code) of ``batch = (indices, labels or None[, cond])``.
-
-        In training mode labels are replaced by the null class with probability
-        ``label_dropout`` (drawn from torch's global generator, which the loop seeds)."""
-        indices, labels, *rest = batch
-        cond = rest[0] if rest else None
-        if labels is not None and self.training and self.null_label is not None:
-            drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
-        logits = self(indices, labels, cond)  # (B, K, *grid)
-        loss = F.cross_entropy(logits, indices.long())  # mean over every code of the batch
-        return {"loss": loss, "bits_per_code": loss.detach() / math.log(2)}
-
-    # ---------------------------------------------------------------- sampling
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        grid: tuple[int, ...],
-        labels: Tensor | int | None = None,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        guidance_scale: float | None = None,
-        prefix: Tensor | None = None,
-        cond: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        cached: bool = True,
-    ) -> Tensor:
-        """Draw ``n`` code maps of shape ``grid`` in raster order -> (n, *grid) int64.
-
-        labels: (n,) classes (or one int for all) of a conditional prior; None draws from the
-            null class of a prior trained with label dropout (unconditional samples).
-        guidance_scale: classifier-free guidance ``u + s·(c − u)`` (needs labels and a prior
-            trained with ``label_dropout > 0``); None = no guidance (one network pass per step).
-        prefix: (n, L) codes in raster order (or (n, r, W) whole rows of a 2D grid) kept
-            unchanged; sampling continues at position L (completion of a partial map).
-        cond: the conditioning input of a prior that has one (e.g. top codes for VQ-VAE-2).
-        generator: the source of randomness (on the model's device); the same seed gives the
-            same samples, cached or not (up to floating-point ties).
-        cached: incremental decoding from cached activations; False recomputes the network.
-        """
-        if not is_int(n) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
-        if not isinstance(grid, tuple | list) or not all(is_int(s) and s >= 1 for s in grid):
-            raise ValueError(f"grid must be a tuple of positive integers, got {grid!r}")
-        grid = self._check_grid(tuple(int(s) for s in grid))
-        _check_options(temperature, top_k, top_p)
-        positions = math.prod(grid)
-        guided = guidance_scale is not None
-        if guided:
-            s = guidance_scale
-            if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
-                raise ValueError(f"guidance_scale must be a finite number, got {s!r}")
-            if self.null_label is None:
-                raise ConfigError(
-                    "classifier-free guidance needs a class-conditional prior trained with "
-                    "label dropout (prior.label_dropout > 0)"
-                )
-            if labels is None:
-                raise ConfigError("classifier-free guidance needs labels")
-        labels = self._check_labels(labels, n)
-        codes = torch.zeros(n, positions, dtype=torch.long, device=self.device)
-        start = 0
-        if prefix is not None:
-            start = self._check_prefix(prefix, n, grid)
-            codes[:, :start] = prefix.reshape(n, start).to(self.device)
-        batch = 2 * n if guided else n
-        if guided:  # one batch: conditional rows first, then the same maps with the null class
-            labels = torch.cat([labels, torch.full_like(labels, self.null_label)])
-            cond = None if cond is None else torch.cat([cond, cond])
-        cond = self._check_cond(cond, batch, grid)
-        if n == 0 or start == positions:
-            return codes.reshape(n, *grid)
-        with eval_mode(self):
-            decoder = self._decoder(batch, grid, labels, cond, cached)
-            for t in range(start, positions):
-                logits = decoder.logits(codes.repeat(2, 1) if guided else codes, t)  # (B, K)
-                if guided:
-                    c, u = logits.chunk(2)
-                    logits = u + guidance_scale * (c - u)
-                codes[:, t] = sample_from_logits(
-                    logits,
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    generator=generator,
-                )
-        return codes.reshape(n, *grid)
-
-    def _check_prefix(self, prefix: Tensor, n: int, grid: tuple[int, ...]) -> int:
-        if not isinstance(prefix, Tensor) or prefix.dtype not in _INT_DTYPES:
-            raise ValueError("prefix must be an integer tensor (n, L) of codes in raster order")
-        if prefix.dim() < 2 or prefix.shape[0] != n:
-            raise ValueError(f"prefix must have shape ({n}, L), got {tuple(prefix.shape)}")
-        if prefix.dim() > 2 and tuple(prefix.shape[2:]) != grid[1:]:
-            raise ValueError(
-                f"prefix of whole rows must have shape ({n}, r, {', '.join(map(str, grid[1:]))}), "
-                f"got {tuple(prefix.shape)}"
-            )
-        length = math.prod(prefix.shape[1:])
-        if length > math.prod(grid):
-            raise ValueError(f"prefix has {length} codes, more than the grid {grid} holds")
-        if prefix.numel() and (
-            int(prefix.min()) < 0 or int(prefix.max()) >= self.config.codebook_size
-        ):
-            raise ConfigError(f"prefix codes must lie in [0, {self.config.codebook_size})")
-        return length

@@ -77,3 +77,24 @@ def sample_from_logits(
     probs = flat.softmax(dim=-1)  # (N, K), 0 where filtered
     drawn = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1)
     return drawn.squeeze(-1).reshape(lead)
+
+
+def log_probs_of(
+    logits: Tensor,
+    codes: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
+    """The log-probability of ``codes`` (...) under the distribution ``sample_from_logits``
+    draws from with the same options (after temperature and filters; ``-inf`` for a filtered
+    code) -> (...) float. Temperature 0 (argmax) scores with the unscaled softmax, which ranks
+    the drawn codes by the model's confidence in them (MaskGIT's use)."""
+    _check_options(temperature, top_k, top_p)
+    flat = logits.detach().reshape(-1, logits.shape[-1])  # (N, K)
+    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    if temperature != 0:
+        flat = filter_logits(flat / temperature, top_k=top_k, top_p=top_p)
+    log_probs = flat.log_softmax(dim=-1)  # (N, K)
+    return log_probs.gather(-1, codes.reshape(-1, 1).long()).reshape(codes.shape)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,26 +70,32 @@ class TransformerPriorConfig:
     label_everywhere: bool = False
 
     def __post_init__(self) -> None:
-        check_common_config(self)
-        for name in ("dim", "heads", "layers"):
-            check_size(self, "prior", name)
-        for name in ("mlp_ratio", "max_rows", "max_cols", "max_length"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise ConfigError(f"prior.{name} must be an integer >= 1, got {value!r}")
-        if self.dim is not None and self.heads is not None and self.dim % self.heads:
-            raise ConfigError(
-                f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})"
-            )
-        d = self.dropout
-        if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
-            raise ConfigError(f"prior.dropout must be in [0, 1), got {d!r}")
+        check_transformer_fields(self)
         if not isinstance(self.label_everywhere, bool):
             raise ConfigError(
                 f"prior.label_everywhere must be true or false, got {self.label_everywhere!r}"
             )
-        if self.layout not in ("2d", "1d"):
-            raise ConfigError(f"prior.layout must be '2d' or '1d', got {self.layout!r}")
+
+
+def check_transformer_fields(config: Any) -> None:
+    """Checks of the fields a Transformer-shaped prior config has (this prior's and
+    MaskGIT's): sizes, dropout, layout and the largest grid."""
+    check_common_config(config)
+    for name in ("dim", "heads", "layers"):
+        check_size(config, "prior", name)
+    for name in ("mlp_ratio", "max_rows", "max_cols", "max_length"):
+        value = getattr(config, name)
+        if not is_int(value) or value < 1:
+            raise ConfigError(f"prior.{name} must be an integer >= 1, got {value!r}")
+    if config.dim is not None and config.heads is not None and config.dim % config.heads:
+        raise ConfigError(
+            f"prior.dim ({config.dim}) must be divisible by prior.heads ({config.heads})"
+        )
+    d = config.dropout
+    if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
+        raise ConfigError(f"prior.dropout must be in [0, 1), got {d!r}")
+    if config.layout not in ("2d", "1d"):
+        raise ConfigError(f"prior.layout must be '2d' or '1d', got {config.layout!r}")
 
 
 def fitted_sizes(
@@ -126,6 +132,37 @@ def fitted_sizes(
     return {"dim": dim, "heads": heads, "layers": layers}
 
 
+def check_layout_grid(config: Any, grid: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """``grid`` if a prior of ``config.layout`` ("2d": maps up to max_rows × max_cols, "1d":
+    sequences up to max_length) models it; ValueError / ConfigError otherwise."""
+    c = config
+    if c.layout == "2d":
+        if len(grid) != 2:
+            raise ValueError(f"a 2d {name} prior needs code maps (B, H, W), got {grid}")
+        if grid[0] > c.max_rows or grid[1] > c.max_cols:
+            raise ConfigError(
+                f"grid {grid} exceeds prior.max_rows × max_cols = {c.max_rows} × {c.max_cols}"
+            )
+    else:
+        if len(grid) != 1:
+            raise ValueError(f"a 1d {name} prior needs sequences (B, T), got {grid}")
+        if grid[0] > c.max_length:
+            raise ConfigError(f"length {grid[0]} exceeds prior.max_length={c.max_length}")
+    return grid
+
+
+def position_embeddings(model: nn.Module, grid: tuple[int, ...]) -> Tensor:
+    """(N, D) position embeddings of ``grid``'s positions in raster order, from ``model``'s
+    ``row`` + ``col`` tables (layout "2d") or its ``pos`` table (layout "1d")."""
+    if model.config.layout == "2d":
+        h, w = grid
+        dev = model.row.weight.device
+        rows = model.row(torch.arange(h, device=dev))[:, None]  # (H, 1, D)
+        cols = model.col(torch.arange(w, device=dev))[None]  # (1, W, D)
+        return (rows + cols).reshape(h * w, -1)
+    return model.pos(torch.arange(grid[0], device=model.pos.weight.device))
+
+
 class KVCache:
     """Keys and values of every layer for positions [0, length): (layers, B, heads, N, dh)."""
 
@@ -136,10 +173,14 @@ class KVCache:
         self.length = 0
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; ``causal``: position t attends to positions <= t only (this
+    prior), otherwise to every position (the bidirectional MaskGIT prior, no cache)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, causal: bool = True) -> None:
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
@@ -152,8 +193,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
         if cache is None:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+        else:  # the cache holds the past only: causal attention
             start = cache.length  # the new tokens are positions start .. start + T - 1
             cache.k[layer, :, :, start : start + t] = k
             cache.v[layer, :, :, start : start + t] = v
@@ -168,12 +209,14 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block."""
+    """Pre-LN Transformer block (causal or bidirectional attention, see ``SelfAttention``)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: int, dropout: float, causal: bool = True
+    ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout, causal)
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim),
@@ -249,31 +292,12 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
 
     # ------------------------------------------------------------------ checks
     def _check_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
-        c = self.config
-        if c.layout == "2d":
-            if len(grid) != 2:
-                raise ValueError(f"a 2d transformer prior needs code maps (B, H, W), got {grid}")
-            if grid[0] > c.max_rows or grid[1] > c.max_cols:
-                raise ConfigError(
-                    f"grid {grid} exceeds prior.max_rows × max_cols = {c.max_rows} × {c.max_cols}"
-                )
-        else:
-            if len(grid) != 1:
-                raise ValueError(f"a 1d transformer prior needs sequences (B, T), got {grid}")
-            if grid[0] > c.max_length:
-                raise ConfigError(f"length {grid[0]} exceeds prior.max_length={c.max_length}")
-        return grid
+        return check_layout_grid(self.config, grid, "transformer")
 
     # ----------------------------------------------------------------- forward
     def _positions(self, grid: tuple[int, ...]) -> Tensor:
         """(N, D) position embeddings of the grid's positions in raster order."""
-        dev = self.token.weight.device
-        if self.config.layout == "2d":
-            h, w = grid
-            rows = self.row(torch.arange(h, device=dev))[:, None]  # (H, 1, D)
-            cols = self.col(torch.arange(w, device=dev))[None]  # (1, W, D)
-            return (rows + cols).reshape(h * w, -1)
-        return self.pos(torch.arange(grid[0], device=dev))
+        return position_embeddings(self, grid)
 
     def _inputs(self, codes: Tensor, labels: Tensor | None, pos: Tensor, start: int, stop: int):
         """Input vectors of positions [start, stop) -> (B, stop - start, D).

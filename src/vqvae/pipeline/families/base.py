@@ -34,7 +34,8 @@ from vqvae.memory import check_fits
 from vqvae.metrics import code_histogram, codebook_stats, nll_bits
 from vqvae.models import build_model, load_model
 from vqvae.pipeline import plots
-from vqvae.priors import PRIORS, AutoregressivePrior, load_prior
+from vqvae.priors import PRIORS, Prior, load_prior
+from vqvae.priors.maskgit import EVAL_MASK_RATIOS
 from vqvae.registry import Registry
 from vqvae.training import (
     ShuffledBatches,
@@ -442,7 +443,7 @@ class ModelFamily:
         if main:
             prior.save_pretrained(directory / "model")
             curves = run.path / f"{directory.name}_loss_curves.png"  # prior_, prior_bottom_
-            keys = ["train/loss", "train/bits_per_code", "train/lr"]
+            keys = ["train/loss", "train/bits_per_code", "train/masked_bits_per_code", "train/lr"]
             plots.plot_loss_curves(curves, read_log(directory / "log.jsonl"), keys, name)
 
     def _fitted_prior(
@@ -452,7 +453,7 @@ class ModelFamily:
         levels: list[CodeLevel],
         num_classes: int,
         train_items: int | None = None,
-    ) -> tuple[RunConfig, AutoregressivePrior]:
+    ) -> tuple[RunConfig, Prior]:
         """The prior of ``level`` with the sizes only the codes and the data know filled in
         (its size, when not set, from the grid, K and the ``train_items`` training maps), and
         the run config with that section updated (it is saved with the run)."""
@@ -470,7 +471,7 @@ class ModelFamily:
         check_fits(lambda: cls(filled), level.section)
         return configs.replace(config, "config", **{level.section: filled}), cls(filled)
 
-    def load_priors(self, run: RunDir, model: nn.Module) -> list[AutoregressivePrior]:
+    def load_priors(self, run: RunDir, model: nn.Module) -> list[Prior]:
         return [
             load_prior(run.require_prior(level.name)).eval()
             for level in self.prior_levels(run, model)
@@ -487,25 +488,46 @@ class ModelFamily:
     def prior_logits(
         self,
         model: nn.Module,
-        priors: list[AutoregressivePrior],
+        priors: list[Prior],
         codes: list[Tensor],
         labels: Tensor | None,
     ) -> list[Tensor]:
         """Each level's conditional logits (B, K, *grid) for the given codes: what an entropy
-        coder needs, position by position, and what the NLL is computed from."""
+        coder needs, position by position, and what the NLL is computed from. Only priors
+        with an exact likelihood (``Prior.exact_likelihood``) have them; a MaskGIT prior is
+        refused."""
         levels = self.code_levels(model)
+        for level, prior in zip(levels, priors, strict=True):
+            if not prior.exact_likelihood:
+                where = f"{level.section}.kind = {prior.config.kind!r}"
+                raise VQVAEError(
+                    f"{where} has no exact likelihood (conditional logits of one "
+                    "factorisation); train an autoregressive prior (pixelcnn, transformer)"
+                )
         return [
             prior(c, labels, None if level.conditioned_on is None else codes[level.conditioned_on])
             for level, prior, c in zip(levels, priors, codes, strict=True)
         ]
 
+    @torch.no_grad()
     def prior_metrics(
-        self, model: nn.Module, priors: list[AutoregressivePrior], test: SplitCodes
+        self, model: nn.Module, priors: list[Prior], test: SplitCodes
     ) -> dict[str, float]:
-        """Held-out NLL: bits per code (per level, and over all), per unit of the input."""
+        """Held-out NLL: bits per code (per level, and over all), per unit of the input. A
+        level whose prior has no exact likelihood (MaskGIT) reports the masked-token
+        cross-entropy at ``EVAL_MASK_RATIOS`` instead (``prior[_LEVEL]_masked_bits_per_code_
+        at_PCT``: bits per masked code with PCT% of each map masked, the masks drawn from seed
+        0), and then no figure over all levels is given."""
         levels = self.code_levels(model)
         labels = test.labels if priors[0].config.num_classes else None
         bits = [0.0] * len(levels)
+        masked = {  # (level, mask ratio) -> [bits, masked codes]
+            (j, r): [0.0, 0]
+            for j, prior in enumerate(priors)
+            if not prior.exact_likelihood
+            for r in EVAL_MASK_RATIOS
+        }
+        masks_from = torch.Generator().manual_seed(0)
         n = len(test.levels[0])
         for i in range(0, n, self.batch):
             codes = [torch.from_numpy(c[i : i + self.batch]) for c in test.levels]
@@ -514,10 +536,25 @@ class ModelFamily:
                 if labels is None
                 else torch.from_numpy(labels[i : i + self.batch].astype(np.int64))
             )
-            for j, logits in enumerate(self.prior_logits(model, priors, codes, lab)):
-                bits[j] += float(nll_bits(logits, codes[j]))
-        total_codes = sum(c.size for c in test.levels)
+            for j, (level, prior) in enumerate(zip(levels, priors, strict=True)):
+                if prior.exact_likelihood:
+                    cond = None if level.conditioned_on is None else codes[level.conditioned_on]
+                    bits[j] += float(nll_bits(prior(codes[j], lab, cond), codes[j]))
+            for (j, r), total in masked.items():
+                b, count = priors[j].masked_bits(codes[j], lab, r, masks_from)
+                total[0] += b
+                total[1] += count
         metrics = {}
+        if masked:
+            named = len(levels) > 1
+            for (j, r), (b, count) in masked.items():
+                what = f"masked_bits_per_code_at_{round(100 * r)}"
+                metrics[f"prior_{levels[j].name}_{what}" if named else f"prior_{what}"] = b / count
+            for level, prior, b, c in zip(levels, priors, bits, test.levels, strict=True):
+                if prior.exact_likelihood:
+                    metrics[f"prior_{level.name}_nll_bits_per_code"] = b / c.size
+            return metrics
+        total_codes = sum(c.size for c in test.levels)
         if len(levels) > 1:
             for level, b, c in zip(levels, bits, test.levels, strict=True):
                 metrics[f"prior_{level.name}_nll_bits_per_code"] = b / c.size
@@ -533,7 +570,7 @@ class ModelFamily:
     def generate(
         self,
         model: nn.Module,
-        priors: list[AutoregressivePrior],
+        priors: list[Prior],
         n: int,
         labels: Tensor | None,
         options: SampleOptions,
@@ -591,7 +628,8 @@ class ModelFamily:
             wanted = [label]
         else:
             wanted = list(range(classes))
-            if not classes or (priors[0].null_label is not None and options.guidance_scale is None):
+            unconditional = all(p.null_label is not None for p in priors)  # every level's
+            if not classes or (unconditional and options.guidance_scale is None):
                 wanted.append(None)  # unconditional samples too (no guidance without a class)
         names = self.class_names(run, classes)
         rows = {}
