@@ -127,13 +127,16 @@ class PretrainedModel:
     model: nn.Module
     priors: list[nn.Module]
 
-    def encode(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Items (images (N, C, H, W) in [0, 1], clips (N, C, T)) -> code indices."""
-        return self.family.encode(self.model, _array(inputs))[0]
+    def encode(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray | list[np.ndarray]:
+        """Items (images (N, C, H, W) in [0, 1], clips (N, C, T)) -> code indices: one array,
+        or one per code level for a model with several (VQ-VAE-2: top, bottom)."""
+        codes = self.family.encode(self.model, _array(inputs))
+        return codes[0] if len(codes) == 1 else codes
 
-    def decode(self, indices: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Code indices -> items (images clamped to [0, 1])."""
-        return self.family.decode(self.model, [_array(indices).astype(np.int64)])
+    def decode(self, indices: np.ndarray | torch.Tensor | list) -> np.ndarray:
+        """Code indices (as ``encode`` returns them) -> items (images clamped to [0, 1])."""
+        levels = indices if isinstance(indices, list) else [indices]
+        return self.family.decode(self.model, [_array(c).astype(np.int64) for c in levels])
 
     def reconstruct(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.decode(self.encode(inputs))
