@@ -22,6 +22,9 @@ The policy the ``vqvae`` command applies (``apply_policy``), in one line each:
   asked for explicitly by the number) and switch the watching off; ``VQVAE_THREADS=auto`` is the
   default.
 
+A training loop prints the policy once per process (stderr) and writes it, and every change,
+to the run's ``log.jsonl`` (``threads/policy``, ``threads/count``).
+
 The fused C++ kernels (``vqvae.quantizers.native``) ask ``torch.get_num_threads()`` at every call,
 so they follow the same count. The library itself changes none of this: the policy is
 process-wide, so it is applied by the process's owner (the ``vqvae`` command, or your program
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +159,13 @@ class ThreadPolicy:
             how = f"fixed by {self.source}; {self.cpus} CPUs available"
         return f"{self.threads} compute thread(s) ({how}); idle threads wait {self.wait.lower()}"
 
+    def announce(self) -> None:
+        """Print the policy to stderr, once per process."""
+        global _ANNOUNCED
+        if not _ANNOUNCED:
+            _ANNOUNCED = True
+            print(f"vqvae: {self.describe()}", file=sys.stderr)
+
     def retune(self, now: float | None = None) -> bool:
         """In auto, every ``RETUNE_SECONDS``: look at the other load and follow it. Returns
         whether the thread count changed."""
@@ -172,6 +183,7 @@ class ThreadPolicy:
 
 
 _POLICY: ThreadPolicy | None = None
+_ANNOUNCED = False  # the policy was printed
 
 
 def apply_policy(option: int | None = None) -> ThreadPolicy:

@@ -256,9 +256,7 @@ def run(args: argparse.Namespace) -> int:
     from vqvae.pipeline.run import resolve_config
 
     if args.command != "download":
-        policy = threads.apply_policy(args.threads)  # printed once; training logs it too
-        if is_main_process():
-            print(f"vqvae: {policy.describe()}", file=sys.stderr)
+        threads.apply_policy(args.threads)  # training prints it once and logs it (fit)
 
     if args.command == "demo":
         from vqvae.pipeline.demo import run_demo

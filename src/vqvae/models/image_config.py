@@ -12,6 +12,17 @@ from torch import Tensor
 
 from vqvae.errors import ConfigError
 
+WIDE, NARROW = 128, 64  # encoder/decoder channels for ordinary and for tiny training sets
+TINY_VALUES = 2**22  # a training set with fewer pixel values than this is tiny
+
+
+def fitted_hidden(items: int, values_per_item: int) -> int:
+    """Channels for a training set of ``items`` images of ``values_per_item`` values each: the
+    Sonnet example's 128, or 64 when the set is tiny (fewer than 2^22 values: the 1,797 8×8
+    digits have 115,008; MNIST has 47 million), where the wide network only adds size and time
+    (measured in benchmarks/results/width_sizing.json)."""
+    return NARROW if items * values_per_item < TINY_VALUES else WIDE
+
 
 def is_power_of_two(n: int) -> bool:
     return n >= 2 and not n & (n - 1)
@@ -24,7 +35,9 @@ class ImageModelConfig:
     in_channels: int | None = None
     image_size: int | None = None
     downsample: int = 4  # latent grid = image_size / downsample
-    hidden: int = 128
+    # Encoder/decoder channels. None: fitted to the training set by `vqvae train`
+    # (``fitted_hidden``: 64 for tiny data, 128 otherwise); a model built by hand gets 128.
+    hidden: int | None = None
     res_blocks: int = 2
     res_hidden: int = 32
     recon_loss: Literal["mse", "bce"] = "mse"  # bce: inputs binarised at 0.5, decoder emits logits
@@ -41,7 +54,7 @@ class ImageModelConfig:
                 f"model.downsample must be a power of two >= 2, got {self.downsample}"
             )
         for name in ("hidden", "res_hidden"):
-            if getattr(self, name) < 2:
+            if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ConfigError(f"model.{name} must be >= 2, got {getattr(self, name)}")
         if self.res_blocks < 0:
             raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
@@ -63,6 +76,11 @@ class ImageModelConfig:
                     f"model.{name} is taken from the data by `vqvae train`; set it to build a "
                     "model without data"
                 )
+
+    @property
+    def width(self) -> int:
+        """The encoder/decoder channels: ``hidden``, or 128 when it is left to the data."""
+        return self.hidden if self.hidden is not None else WIDE
 
     @property
     def grid(self) -> tuple[int, int]:

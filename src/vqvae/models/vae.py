@@ -48,7 +48,7 @@ class GaussianVAE(Pretrained, nn.Module):
         config.require_shape()
         self.config = config
         c = config
-        args = (c.hidden, c.res_blocks, c.res_hidden)
+        args = (c.width, c.res_blocks, c.res_hidden)
         self.encoder = Encoder2d(c.in_channels, *args, 2 * c.latent_dim, c.downsample)
         self.decoder = Decoder2d(c.latent_dim, *args, c.in_channels, c.downsample)
 

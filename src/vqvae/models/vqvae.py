@@ -44,7 +44,7 @@ class VQVAE(Pretrained, nn.Module):
         config.require_shape()
         self.config = config
         q = config.quantizer
-        args = (config.hidden, config.res_blocks, config.res_hidden)
+        args = (config.width, config.res_blocks, config.res_hidden)
         self.encoder = Encoder2d(config.in_channels, *args, q.dim, config.downsample)
         self.quantizer = build_quantizer(q)
         self.decoder = Decoder2d(q.dim, *args, config.in_channels, config.downsample)

@@ -74,7 +74,7 @@ class VQVAE2(Pretrained, nn.Module):
         super().__init__()
         config.require_shape()
         self.config = config
-        c, hid = config, config.hidden
+        c, hid = config, config.width
         res = (c.res_blocks, c.res_hidden)
         self.top_quantizer = build_quantizer(c.top_quantizer)
         self.quantizer = build_quantizer(c.quantizer)  # bottom

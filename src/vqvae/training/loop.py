@@ -342,7 +342,10 @@ class _Run:
         self.last_saved = self.step or None
 
     def log_threads(self, policy: threads.ThreadPolicy | None) -> None:
-        """The thread policy in force from this step on (vqvae.threads), in the run's log."""
+        """The thread policy in force from this step on (vqvae.threads), in the run's log;
+        printed the first time a process trains."""
+        if policy is not None and self.main:
+            policy.announce()
         if policy is not None and self.log is not None:
             self.log.write(
                 self.step, {"policy": policy.describe(), "count": policy.threads}, "threads"

@@ -22,6 +22,7 @@ from vqvae.data import load_data
 from vqvae.errors import ConfigError, VQVAEError
 from vqvae.evaluation import image_classifier, image_sample_scores
 from vqvae.metrics import psnr_from_mse, ssim
+from vqvae.models.image_config import fitted_hidden
 from vqvae.pipeline import plots
 from vqvae.pipeline.families.base import CodeLevel, ModelFamily, register_family
 from vqvae.training import as_float
@@ -48,12 +49,16 @@ class ImageFamily(ModelFamily):
         return load_data(spec, image_size=m.image_size, channels=m.in_channels)
 
     def fit_config(self, spec, config):
-        """The images' channels and side, and (for MSE) their variance, unless set."""
+        """The images' channels and side, the network's width (``fitted_hidden``) and (for
+        MSE) their variance, unless set."""
         data = self.load_data(spec, config.model)
         if data.height != data.width:
             raise VQVAEError(f"{spec}: images are {data.height}×{data.width}; square images needed")
         m = config.model
         changes: dict[str, Any] = {"in_channels": data.channels, "image_size": data.height}
+        if m.hidden is None:
+            values = data.channels * data.height * data.width
+            changes["hidden"] = fitted_hidden(len(data.train.images), values)
         if m.data_variance is None:
             mse = m.recon_loss == "mse"
             changes["data_variance"] = max(float(data.train.images.var()), 1e-6) if mse else 1.0
