@@ -66,7 +66,11 @@ def test_image_run_with_a_maskgit_prior(data_spec, tmp_path):
     saved = json.loads((run / "prior/model/config.json").read_text())
     assert saved["type"] == "MaskGITPrior" and saved["config"]["num_classes"] == 3
     assert (run / "samples.png").is_file()  # train-prior's preview
-    for extra in (["--guidance-scale", "2"], ["--complete"], ["--label", "1", "--top-k", "3"]):
+    for extra in (
+        ["--guidance-scale", "2", "--decode-steps", "2"],
+        ["--complete"],
+        ["--label", "1", "--top-k", "3"],
+    ):
         assert main(["sample", str(run), "--n", "3", *extra, "--out", str(tmp_path / "s.png")]) == 0
 
     assert main(["evaluate", str(run), "--samples", "12"]) == 0
@@ -93,7 +97,8 @@ def test_vqvae2_top_level_maskgit_bottom_pixelcnn(data_spec, tmp_path):
     assert main(["train-prior", str(run), "--steps", "10", *MASKGIT, *bottom]) == 0
     assert json.loads((run / "prior/model/config.json").read_text())["type"] == "MaskGITPrior"
     out = tmp_path / "s2.png"
-    assert main(["sample", str(run), "--n", "2", "--out", str(out)]) == 0
+    # --decode-steps goes to the top (MaskGIT) prior only; the bottom PixelCNN draws as always
+    assert main(["sample", str(run), "--n", "2", "--decode-steps", "2", "--out", str(out)]) == 0
     assert main(["sample", str(run), "--n", "2", "--complete", "--out", str(out)]) == 0
     assert main(["evaluate", str(run), "--samples", "10"]) == 0
     m = _metrics(run)

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from vqvae.errors import ConfigError
-from vqvae.priors import PRIORS, MaskGITPrior, MaskGITPriorConfig, load_prior
+from vqvae.priors import (
+    PRIORS,
+    MaskGITPrior,
+    MaskGITPriorConfig,
+    TransformerPrior,
+    TransformerPriorConfig,
+    load_prior,
+)
 from vqvae.priors.maskgit import masked_schedule
 
 K = 6
@@ -46,9 +53,9 @@ class Recorder:
         self.seen: list[torch.Tensor] = []
         inner = model._logits
 
-        def logits(tokens, labels, pos):
+        def logits(tokens, *args):
             self.seen.append(tokens.clone())
-            return inner(tokens, labels, pos)
+            return inner(tokens, *args)
 
         model._logits = logits
 
@@ -262,3 +269,10 @@ def test_sampling_errors() -> None:
         model.inpaint(torch.zeros(1, 3, 3, dtype=torch.long), torch.ones(1, 3, 3), 0)
     with pytest.raises(ValueError, match="ratio"):
         model.masked_bits(torch.zeros(1, 3, 3, dtype=torch.long), torch.tensor([0]), 0.0)
+
+
+def test_a_number_of_steps_is_refused_by_an_autoregressive_prior() -> None:
+    model = TransformerPrior(TransformerPriorConfig(codebook_size=K, dim=8, heads=1, layers=1))
+    with pytest.raises(ConfigError, match="one position per step"):
+        model.sample(1, (2, 2), steps=3)
+    assert model.parallel_steps is False and MaskGITPrior.parallel_steps is True

@@ -79,6 +79,15 @@ def _guidance(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _decode_steps(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--decode-steps",
+        type=int,
+        help="network passes per map of a parallel-decoding prior (prior.kind=maskgit; "
+        "default: its prior.decode_steps)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vqvae", description="VQ-VAE: learn discrete codes, train a prior over them, sample."
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the prior at every position (slow)"
     )
+    _decode_steps(p)
     p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
 
     p = sub.add_parser("evaluate", help="measure a run on the test split (writes RUN/metrics.json)")
@@ -168,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--temperature", type=float, default=1.0)
     _guidance(p)
+    _decode_steps(p)
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser(
@@ -233,6 +244,7 @@ OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
     ("seed", ">= 0", lambda v: v >= 0),
     ("threads", ">= 1", lambda v: v >= 1),
     ("guidance_scale", "a finite number", math.isfinite),
+    ("decode_steps", ">= 1", lambda v: v >= 1),
 ]
 
 
@@ -312,12 +324,15 @@ def run(args: argparse.Namespace) -> int:
             guidance_scale=args.guidance_scale,
             cached=not args.no_cache,
             complete=args.complete,
+            decode_steps=args.decode_steps,
         )
         print(path)
     elif args.command == "evaluate":
         from vqvae.pipeline.families import SampleOptions
 
-        options = SampleOptions(args.temperature, guidance_scale=args.guidance_scale)
+        options = SampleOptions(
+            args.temperature, guidance_scale=args.guidance_scale, steps=args.decode_steps
+        )
         metrics = stages.evaluate(
             args.run,
             args.data,

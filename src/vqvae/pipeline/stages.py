@@ -179,6 +179,7 @@ def sample(
     guidance_scale: float | None = None,
     cached: bool = True,
     complete: bool = False,
+    decode_steps: int | None = None,
 ) -> Path:
     """Draw ``n`` samples (codes from the prior(s), decoded; a VAE decodes N(0, I) draws) and
     write them. A conditional prior without ``label`` draws ``n`` samples of every class, one
@@ -188,7 +189,7 @@ def sample(
     config, saved_spec = run.read_config()
     family = family_of(config)
     data = family.load_data(saved_spec, config.model) if complete else None
-    options = SampleOptions(temperature, top_k, top_p, guidance_scale, cached)
+    options = SampleOptions(temperature, top_k, top_p, guidance_scale, cached, decode_steps)
     return family.sample(run, n, out, label=label, options=options, seed=seed, data=data)
 
 

@@ -139,6 +139,8 @@ class Prior(nn.Module):
     # True: forward's logits at each position are conditionals p(z_t | z_<t) of one
     # factorisation, so they give the held-out NLL and an entropy coder's probabilities.
     exact_likelihood: bool = True
+    # True: ``sample`` draws a whole map in a chosen number of network passes (``steps=``).
+    parallel_steps: bool = False
 
     # ------------------------------------------------------------------ fitting to codes
     @classmethod
@@ -322,6 +324,7 @@ class Prior(nn.Module):
         cond: Tensor | None = None,
         generator: torch.Generator | None = None,
         cached: bool = True,
+        steps: int | None = None,
     ) -> Tensor:
         """Draw ``n`` code maps of shape ``grid`` -> (n, *grid) int64.
 
@@ -335,6 +338,9 @@ class Prior(nn.Module):
         generator: the source of randomness (on the model's device); the same seed gives the
             same samples, cached or not (up to floating-point ties).
         cached: decoding from cached activations where the prior has them; False recomputes.
+        steps: network passes for a whole map, for a prior that decodes in parallel steps
+            (``parallel_steps``); None = its default. An autoregressive prior takes one step
+            per position and refuses a number.
         """
         raise NotImplementedError
 
@@ -378,9 +384,15 @@ class AutoregressivePrior(Prior):
         cond: Tensor | None = None,
         generator: torch.Generator | None = None,
         cached: bool = True,
+        steps: int | None = None,
     ) -> Tensor:
         """``Prior.sample``, in raster order: sampling continues at the prefix's end, one
         position per step; ``cached``: incremental decoding from cached activations."""
+        if steps is not None:
+            raise ConfigError(
+                f"steps: prior.kind = {self.config.kind!r} draws one position per step "
+                "(a number of steps applies to a parallel-decoding prior, e.g. maskgit)"
+            )
         draw = self._prepare_draw(
             n,
             grid,

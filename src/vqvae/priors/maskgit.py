@@ -122,6 +122,7 @@ class MaskGITPrior(Pretrained, Prior):
 
     config_class = MaskGITPriorConfig
     exact_likelihood = False
+    parallel_steps = True
 
     @classmethod
     def fitted_config(
@@ -171,9 +172,11 @@ class MaskGITPrior(Pretrained, Prior):
         return check_layout_grid(self.config, grid, "maskgit")
 
     # ----------------------------------------------------------------- forward
-    def _logits(self, tokens: Tensor, labels: Tensor | None, pos: Tensor) -> Tensor:
+    def _logits(
+        self, tokens: Tensor, labels: Tensor | None, pos: Tensor, where: Tensor | None = None
+    ) -> Tensor:
         """tokens (B, N) in [0, K] (K = the mask token), labels (B,) or None, pos (N, D)
-        -> logits (B, N, K)."""
+        -> logits (B, N, K); with ``where`` (B, N) bool, only those positions' -> (M, K)."""
         b = tokens.shape[0]
         first = labels if labels is not None else torch.zeros(b, dtype=torch.long)
         lead = self.class_token(first.to(tokens.device))[:, None]  # (B, 1, D)
@@ -181,7 +184,8 @@ class MaskGITPrior(Pretrained, Prior):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x[:, 1:]))  # (B, N, K)
+        x = self.ln_f(x[:, 1:])  # (B, N, D)
+        return self.head(x if where is None else x[where])  # (B, N, K) or (M, K)
 
     def forward(
         self,
@@ -355,12 +359,13 @@ class MaskGITPrior(Pretrained, Prior):
                 if not hidden.any():
                     break
                 tokens = codes.masked_fill(hidden, self.mask_token)
-                if draw.guided:
-                    c, u = self._logits(tokens.repeat(2, 1), draw.labels, pos).chunk(2)
-                    logits = u + guidance_scale * (c - u)  # (n, N, K)
+                # (M, K): the logits of the masked positions, map by map in raster order
+                if draw.guided:  # the same M positions of the conditional and null-class rows
+                    both = self._logits(tokens.repeat(2, 1), draw.labels, pos, hidden.repeat(2, 1))
+                    c, u = both.chunk(2)
+                    wanted = u + guidance_scale * (c - u)
                 else:
-                    logits = self._logits(tokens, draw.labels, pos)  # (n, N, K)
-                wanted = logits[hidden]  # (M, K): the masked positions, row by row
+                    wanted = self._logits(tokens, draw.labels, pos, hidden)
                 drawn = sample_from_logits(wanted, generator=generator, **options)  # (M,)
                 score = log_probs_of(wanted, drawn, **options)  # (M,)
                 noise = self.config.confidence_noise * (1 - (t + 1) / steps)

@@ -75,15 +75,20 @@ class SampleOptions:
     top_p: float | None = None
     guidance_scale: float | None = None
     cached: bool = True
+    steps: int | None = None  # decoding steps of a parallel-decoding prior (MaskGIT)
 
-    def kwargs(self) -> dict[str, Any]:
-        return {
+    def kwargs(self, prior: Any = None) -> dict[str, Any]:
+        """``sample``'s options for ``prior``: ``steps`` only for one that decodes in steps."""
+        kwargs = {
             "temperature": self.temperature,
             "top_k": self.top_k,
             "top_p": self.top_p,
             "guidance_scale": self.guidance_scale,
             "cached": self.cached,
         }
+        if self.steps is not None and getattr(prior, "parallel_steps", False):
+            kwargs["steps"] = self.steps
+        return kwargs
 
 
 @dataclass
@@ -580,6 +585,8 @@ class ModelFamily:
         """``n`` outputs: codes drawn level by level from the priors, decoded. ``prefix``:
         codes kept fixed (one tensor per level, whole rows) — completion."""
         levels = self.code_levels(model)
+        if options.steps is not None and not any(p.parallel_steps for p in priors):
+            raise ConfigError("--decode-steps needs a parallel-decoding prior (prior.kind=maskgit)")
         out = []
         for i in range(0, n, self.sample_batch):
             m = min(self.sample_batch, n - i)
@@ -594,7 +601,7 @@ class ModelFamily:
                         prefix=None if prefix is None else prefix[j][i : i + m],
                         cond=None if level.conditioned_on is None else codes[level.conditioned_on],
                         generator=generator,
-                        **options.kwargs(),
+                        **options.kwargs(prior),
                     )
                 )
             out.append(self.finish(model.decode_indices(*codes)))
