@@ -21,6 +21,7 @@ from vqvae.priors import (
     load_prior,
 )
 from vqvae.priors.maskgit import masked_schedule
+from vqvae.priors.sampling import sample_from_logits
 
 K = 6
 
@@ -276,3 +277,16 @@ def test_a_number_of_steps_is_refused_by_an_autoregressive_prior() -> None:
     with pytest.raises(ConfigError, match="one position per step"):
         model.sample(1, (2, 2), steps=3)
     assert model.parallel_steps is False and MaskGITPrior.parallel_steps is True
+
+
+def test_inverse_cdf_draws_follow_the_softmax_and_skip_filtered_codes() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0]]).expand(40_000, 5)
+    drawn = sample_from_logits(logits, generator=gen(0), inverse_cdf=True)
+    freq = torch.bincount(drawn, minlength=5).double() / len(drawn)
+    assert torch.allclose(freq, logits[0].double().softmax(0), atol=0.01)
+    # the last code is the one kept by top-k = 1: the codes before it (all filtered) never come
+    last = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1e-3]]).expand(1000, 5)
+    kept = sample_from_logits(last, top_k=1, generator=gen(1), inverse_cdf=True)
+    assert (kept == 4).all()
+    first = sample_from_logits(-last, top_k=4, generator=gen(2), inverse_cdf=True)
+    assert (first != 4).all()  # the filtered last code is never drawn, even at r -> 1

@@ -366,7 +366,9 @@ class MaskGITPrior(Pretrained, Prior):
                     wanted = u + guidance_scale * (c - u)
                 else:
                     wanted = self._logits(tokens, draw.labels, pos, hidden)
-                drawn = sample_from_logits(wanted, generator=generator, **options)  # (M,)
+                drawn = sample_from_logits(  # (M,)
+                    wanted, generator=generator, inverse_cdf=True, **options
+                )
                 score = log_probs_of(wanted, drawn, **options)  # (M,)
                 noise = self.config.confidence_noise * (1 - (t + 1) / steps)
                 if noise > 0:

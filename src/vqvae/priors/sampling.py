@@ -1,9 +1,9 @@
 """The one routine every prior uses to draw code indices from logits.
 
-``sample_from_logits`` = temperature scaling -> top-k filter -> nucleus (top-p) filter -> a
-draw from the softmax (inverse CDF). Temperature 0 means greedy decoding (argmax). Filters
-replace the logits of dropped codes by ``-inf`` so that ``softmax`` gives them probability
-exactly 0.
+``sample_from_logits`` = temperature scaling -> top-k filter -> nucleus (top-p) filter ->
+``torch.multinomial`` (or an inverse-CDF draw). Temperature 0 means greedy decoding (argmax).
+Filters replace the logits of dropped codes by ``-inf`` so that ``softmax`` gives them
+probability exactly 0.
 """
 
 from __future__ import annotations
@@ -60,11 +60,16 @@ def sample_from_logits(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    inverse_cdf: bool = False,
 ) -> Tensor:
     """Draw one code per row of ``logits`` (N, K) -> LongTensor (N,) on the logits' device.
 
     Leading dimensions other than N are also accepted: (..., K) -> (...). ``temperature`` 0 is
     argmax (top-k / top-p cannot change the argmax, so they are ignored then).
+    ``inverse_cdf``: draw each row from one uniform number (the same distribution, another
+    use of the generator): torch.multinomial, the default, draws an exponential per code (K a
+    row), 15× slower for MaskGIT's dozens of rows a step; the default keeps the draws of
+    earlier releases, so a seed gives an old run's samples again.
     """
     _check_options(temperature, top_k, top_p)
     if logits.dim() < 1 or logits.shape[-1] < 1:
@@ -76,13 +81,15 @@ def sample_from_logits(
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32)) / temperature
     flat = filter_logits(flat, top_k=top_k, top_p=top_p)
     probs = flat.softmax(dim=-1)  # (N, K), 0 where filtered
-    # Inverse-CDF draw, one uniform number per row: torch.multinomial draws an exponential per
-    # code (K per row), 15x slower for MaskGIT's dozens of rows a step. In float64 u < total
-    # always (r < 1 - 2^-24), so the first code whose cumulative mass exceeds u has mass > 0:
-    # a filtered code is never drawn.
-    cdf = probs.double().cumsum(dim=-1)  # (N, K)
-    r = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=torch.float64)
-    drawn = torch.searchsorted(cdf, r * cdf[:, -1:], right=True)  # (N, 1)
+    if inverse_cdf:
+        # One uniform number per row, r <= 1 - 2^-24 (float32), so in float64 r·total < total
+        # and the first code whose cumulative mass exceeds it has mass > 0: never a filtered
+        # code.
+        cdf = probs.double().cumsum(dim=-1)  # (N, K)
+        r = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device).double()
+        drawn = torch.searchsorted(cdf, r * cdf[:, -1:], right=True)  # (N, 1)
+    else:
+        drawn = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1)
     return drawn.squeeze(-1).reshape(lead)
 
 
