@@ -409,20 +409,18 @@ class AutoregressivePrior(Prior):
         if n == 0 or draw.start == positions:
             return codes.reshape(n, *grid)
         batch = 2 * n if guided else n
+
+        def draw_codes(logits: Tensor, t: int) -> Tensor:  # (batch, K) -> (n,)
+            if guided:
+                c, u = logits.chunk(2)
+                logits = u + guidance_scale * (c - u)
+            return sample_from_logits(
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            )
+
         with eval_mode(self):
             decoder = self._decoder(batch, grid, draw.labels, draw.cond, cached)
-            for t in range(draw.start, positions):
-                logits = decoder.logits(codes.repeat(2, 1) if guided else codes, t)  # (B, K)
-                if guided:
-                    c, u = logits.chunk(2)
-                    logits = u + guidance_scale * (c - u)
-                codes[:, t] = sample_from_logits(
-                    logits,
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    generator=generator,
-                )
+            autoregressive(decoder, codes, draw.start, draw_codes, copies=2 if guided else 1)
         return codes.reshape(n, *grid)
 
     def _decoder(
