@@ -17,6 +17,11 @@ KEYS = [
     "prior_nll_bits_per_dim",
     "prior_top_nll_bits_per_code",
     "prior_bottom_nll_bits_per_code",
+    # a MaskGIT prior has no NLL: bits per masked code with 25/50/75/100% of each map masked
+    "prior_masked_bits_per_code_at_25",
+    "prior_masked_bits_per_code_at_50",
+    "prior_masked_bits_per_code_at_75",
+    "prior_masked_bits_per_code_at_100",
     "sample_frechet",
     "real_frechet",
     "sample_class_accuracy",

@@ -4,16 +4,20 @@
 #   benchmarks/sample_quality.sh mnist:../shared/data/mnist runs/quality-mnist
 #   benchmarks/sample_quality.sh fashion-mnist:../shared/data/fashion-mnist runs/quality-fashion
 #
-# 1. a VQ-VAE (7×7 codes, K = 256), copied into two runs;
-# 2. a class-conditional gated PixelCNN prior in one, a Transformer prior in the other (both with
-#    label dropout 0.1, so classifier-free guidance is available), the same step budget;
-# 3. a Gaussian VAE with the same encoder/decoder, latent grid and training steps as the VQ-VAE;
+# 1. a VQ-VAE (7×7 codes, K = 256), copied into one run per prior — or, with BASE_RUN=DIR, an
+#    already trained VQ-VAE run copied instead (its codes are 7×7 too);
+# 2. a class-conditional prior of each kind of PRIORS (default "pixelcnn transformer maskgit":
+#    a gated PixelCNN, a KV-cached Transformer, a MaskGIT prior of the Transformer's size), all
+#    with label dropout 0.1 (so classifier-free guidance is available) and the same step budget;
+# 3. a Gaussian VAE with the same encoder/decoder, latent grid and training steps as the VQ-VAE
+#    (VAE=0 skips it);
 # 4. `vqvae evaluate --samples N` on each (one shared classifier in OUT/classifier), plain
 #    conditional sampling and with guidance scale 2; every metrics.json is kept as
 #    OUT/<run>/metrics-<setting>.json.
 # Budgets: VQ_STEPS (default 1500), PRIOR_STEPS (2000), SAMPLES (2000). A stage whose model
 # already exists is skipped, so an interrupted measurement can be re-run. One thread per process:
 # on a busy 2-core machine, two threads per process ran 2-15x slower (thread hand-offs).
+# VQVAE="flock /tmp/vqvae-cpu.lock vqvae" runs each stage under the shared machine's lock.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SPEC=$1
@@ -30,26 +34,46 @@ PRIOR_TRAIN="prior_train.steps=$PRIOR_STEPS prior_train.batch_size=64 prior_trai
 
 have() { [ -f "$1/model.safetensors" ]; }
 
-have "$OUT/vqvae-pixelcnn/model" || $VQVAE train --data "$SPEC" --out "$OUT/vqvae-pixelcnn" \
-  $NET $TRAIN model.quantizer.codebook_size=256 model.quantizer.dim=32
-[ -d "$OUT/vqvae-transformer" ] || cp -r "$OUT/vqvae-pixelcnn" "$OUT/vqvae-transformer"
+PRIORS=${PRIORS:-pixelcnn transformer maskgit}
+VAE=${VAE:-1}
+FIRST=vqvae-${PRIORS%% *}
+if [ -n "${BASE_RUN:-}" ]; then
+  [ -d "$OUT/$FIRST" ] || cp -r "$BASE_RUN" "$OUT/$FIRST"
+else
+  have "$OUT/$FIRST/model" || $VQVAE train --data "$SPEC" --out "$OUT/$FIRST" \
+    $NET $TRAIN model.quantizer.codebook_size=256 model.quantizer.dim=32
+fi
 
-have "$OUT/vqvae-pixelcnn/prior/model" || $VQVAE train-prior "$OUT/vqvae-pixelcnn" $PRIOR_TRAIN \
-  prior.channels=64 prior.layers=8 prior.kernel_size=5 prior.dropout=0.1 prior.label_dropout=0.1
-have "$OUT/vqvae-transformer/prior/model" || $VQVAE train-prior "$OUT/vqvae-transformer" \
-  $PRIOR_TRAIN prior.kind=transformer prior.dim=128 prior.heads=4 \
-  prior.layers=4 prior.dropout=0.1 prior.label_dropout=0.1 \
-  prior.max_rows=7 prior.max_cols=7
-
-have "$OUT/vae/model" || $VQVAE train --data "$SPEC" --out "$OUT/vae" model.kind=vae $NET $TRAIN \
-  model.latent_dim=32
-
-for run in vqvae-pixelcnn vqvae-transformer vae; do
-  $VQVAE evaluate "$OUT/$run" --samples "$SAMPLES" --classifier "$OUT/classifier"
-  cp "$OUT/$run/metrics.json" "$OUT/$run/metrics-plain.json"
+for prior in $PRIORS; do
+  run="$OUT/vqvae-$prior"
+  [ -d "$run" ] || cp -r "$OUT/$FIRST" "$run"
+  case $prior in
+    pixelcnn) ARGS="prior.kind=pixelcnn prior.channels=64 prior.layers=8 prior.kernel_size=5" ;;
+    transformer | maskgit)
+      ARGS="prior.kind=$prior prior.dim=128 prior.heads=4 prior.layers=4 prior.max_rows=7 \
+        prior.max_cols=7" ;;
+    *) echo "unknown prior $prior" >&2; exit 2 ;;
+  esac
+  have "$run/prior/model" && grep -q "\"kind\": \"$prior\"" "$run/prior/model/config.json" ||
+    $VQVAE train-prior "$run" $PRIOR_TRAIN $ARGS prior.dropout=0.1 prior.label_dropout=0.1
 done
-for run in vqvae-pixelcnn vqvae-transformer; do
-  $VQVAE evaluate "$OUT/$run" --samples "$SAMPLES" --classifier "$OUT/classifier" \
-    --guidance-scale 2
-  cp "$OUT/$run/metrics.json" "$OUT/$run/metrics-guidance2.json"
+
+RUNS=""
+for prior in $PRIORS; do RUNS="$RUNS vqvae-$prior"; done
+if [ "$VAE" = 1 ]; then
+  have "$OUT/vae/model" || $VQVAE train --data "$SPEC" --out "$OUT/vae" model.kind=vae $NET \
+    $TRAIN model.latent_dim=32
+  RUNS="$RUNS vae"
+fi
+
+for run in $RUNS; do
+  [ -f "$OUT/$run/metrics-plain.json" ] ||
+    { $VQVAE evaluate "$OUT/$run" --samples "$SAMPLES" --classifier "$OUT/classifier" &&
+      cp "$OUT/$run/metrics.json" "$OUT/$run/metrics-plain.json"; }
+done
+for prior in $PRIORS; do
+  run=vqvae-$prior
+  [ -f "$OUT/$run/metrics-guidance2.json" ] ||
+    { $VQVAE evaluate "$OUT/$run" --samples "$SAMPLES" --classifier "$OUT/classifier" \
+      --guidance-scale 2 && cp "$OUT/$run/metrics.json" "$OUT/$run/metrics-guidance2.json"; }
 done

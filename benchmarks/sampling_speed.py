@@ -1,12 +1,21 @@
-"""Sampling speed of every prior: codes per second, cached vs full recomputation, in one run.
+"""Sampling speed of every prior: codes per second, cached vs full recomputation, and the
+masked MaskGIT prior's parallel decoding against them at batch 1 and batch 100, in one run.
 
-    python benchmarks/sampling_speed.py                      # 7×7, 16×16 and 32×32 grids
-    python benchmarks/sampling_speed.py --grids 7 16 --n 4   # quicker
+    python benchmarks/sampling_speed.py                                 # 7×7 and 16×16 grids
+    python benchmarks/sampling_speed.py --grids 7 16 32 --n 4           # 32×32 too (slow)
 
-For each prior (gated PixelCNN, Transformer) and grid, draws ``--n`` maps with the cached
-decoder and with full recomputation (same model, same seed: the same samples), and reports
-codes/s = n·H·W / seconds and the ratio cached/full. Writes
-``benchmarks/results/sampling_speed.json`` (rows: prior, method, grid, codes_per_s, ...).
+1. For each autoregressive prior (gated PixelCNN, Transformer) and grid, draws ``--n`` maps in
+   one batch with the cached decoder and with full recomputation (same model, same seed: the
+   same samples), and reports codes/s = n·H·W / seconds and the ratio cached/full.
+2. For each grid and batch size of ``--batches`` (default 1, 10, 100): the cached PixelCNN,
+   the KV-cached Transformer and MaskGIT (``MASKGIT_STEPS`` network passes per map). Batch 1
+   is the latency a user waits for one image (``--latency-maps`` maps drawn one at a time);
+   batch 100 the throughput of a sample grid. The MaskGIT/Transformer ratio of images/s says
+   where the crossover lies: a MaskGIT step is a pass over every position of the map, a cached
+   step over one, so once a batch fills the CPU the cached prior's fewer multiply-adds win.
+
+Writes ``benchmarks/results/sampling_speed.json`` (rows: prior, method, grid, batch,
+codes_per_s, images_per_s, seconds, maps).
 
 "full" is the straightforward sampler: one forward pass per position — over the rows drawn so
 far for the PixelCNN (rows below cannot influence the current position), over the whole prefix
@@ -28,12 +37,25 @@ from pathlib import Path
 
 import torch
 
-from vqvae.priors import GatedPixelCNN, PixelCNNConfig, TransformerPrior, TransformerPriorConfig
+from vqvae.priors import (
+    GatedPixelCNN,
+    MaskGITPrior,
+    MaskGITPriorConfig,
+    PixelCNNConfig,
+    TransformerPrior,
+    TransformerPriorConfig,
+)
 
 PIXELCNN = PixelCNNConfig(codebook_size=512, channels=64, layers=8, kernel_size=5)
 TRANSFORMER = TransformerPriorConfig(
     codebook_size=512, dim=128, heads=4, layers=4, max_rows=32, max_cols=32
 )
+MASKGIT_STEPS = 8  # the prior's default decode_steps
+# The same network as TRANSFORMER, bidirectional, plus the mask token.
+MASKGIT = MaskGITPriorConfig(
+    codebook_size=512, dim=128, heads=4, layers=4, max_rows=32, max_cols=32,
+    decode_steps=MASKGIT_STEPS,
+)  # fmt: skip
 
 
 def time_sampling(model, n: int, side: int, cached: bool) -> tuple[float, torch.Tensor]:
@@ -43,11 +65,31 @@ def time_sampling(model, n: int, side: int, cached: bool) -> tuple[float, torch.
     return time.perf_counter() - start, codes
 
 
+def time_batches(model, side: int, batch: int, maps: int) -> float:
+    """Seconds to draw ``maps`` maps in calls of ``batch`` maps."""
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for i in range(0, maps, batch):
+        model.sample(min(batch, maps - i), (side, side), generator=g)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grids", type=int, nargs="+", default=[7, 16, 32])
-    parser.add_argument("--n", type=int, default=8, help="maps drawn per measurement")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grids", type=int, nargs="+", default=[7, 16])
+    parser.add_argument("--n", type=int, default=8, help="maps drawn per cached/full measurement")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument(
+        "--latency-maps", type=int, default=10, help="maps drawn one at a time for batch 1"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="for the cached/full comparison")
+    parser.add_argument(
+        "--batch-threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts of the batch comparison (each prior is reported at each)",
+    )
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "sampling_speed.json")
     )
@@ -73,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                         "prior": name,
                         "method": method,
                         "grid": [side, side],
+                        "batch": args.n,
                         "codes_per_s": round(speed[method], 1),
+                        "images_per_s": round(args.n / seconds, 2),
                         "seconds": round(seconds, 3),
-                        "n": args.n,
+                        "maps": args.n,
                     }
                 )
             ratio = speed["cached"] / speed["full"]
@@ -93,16 +137,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"{speed['full']:13.0f} {ratio:6.1f}x" + ("" if same else "  (samples differ)"),
                 flush=True,
             )
+    batch_rows, crossover = batch_comparison(priors, args)
+    rows += batch_rows
     result = {
         "rows": rows,
         "ratios": ratios,
+        "maskgit_over_transformer": crossover,
         "settings": {
             "n": args.n,
             "threads": args.threads,
+            "batch_threads": args.batch_threads,
             "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
+            "machine": cpu_name(),
             "pixelcnn": vars(PIXELCNN),
             "transformer": vars(TRANSFORMER),
+            "maskgit": vars(MASKGIT),
+            "batches": args.batches,
+            "latency_maps": args.latency_maps,
+            "date": time.strftime("%Y-%m-%d"),
         },
     }
     out = Path(args.out)
@@ -110,6 +162,72 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def batch_comparison(priors: dict, args) -> tuple[list[dict], list[dict]]:
+    """Cached PixelCNN, KV-cached Transformer and MaskGIT at each grid, batch size and thread
+    count: rows, and MaskGIT's images/s over the Transformer's (each at the same thread count,
+    and each at its best)."""
+    priors = {**priors, "maskgit": MaskGITPrior(MASKGIT).eval()}
+    priors["maskgit"].sample(2, (4, 4))  # warm-up
+    rows, ratios = [], []
+    names = " ".join(f"{p + ' img/s':>17s}" for p in priors)
+    print(f"\n{'grid':>6s} {'batch':>5s} {'threads':>7s} {names}")
+    for side in args.grids:
+        for batch in args.batches:
+            maps = args.latency_maps if batch == 1 else batch
+            best: dict[str, float] = {}
+            for threads in args.batch_threads:
+                torch.set_num_threads(threads)
+                speed = {}
+                for name, model in priors.items():
+                    seconds = time_batches(model, side, batch, maps)
+                    speed[name] = maps / seconds
+                    best[name] = max(best.get(name, 0.0), speed[name])
+                    method = f"parallel_{MASKGIT_STEPS}_steps" if name == "maskgit" else "cached"
+                    rows.append(
+                        {
+                            "prior": name,
+                            "method": method,
+                            "grid": [side, side],
+                            "batch": batch,
+                            "codes_per_s": round(maps * side * side / seconds, 1),
+                            "images_per_s": round(speed[name], 2),
+                            "threads": threads,
+                            "seconds": round(seconds, 3),
+                            "maps": maps,
+                        }
+                    )
+                ratio = speed["maskgit"] / speed["transformer"]
+                ratios.append(
+                    {"grid": [side, side], "batch": batch, "threads": threads,
+                     "images_per_s_ratio": round(ratio, 2)}
+                )  # fmt: skip
+                print(
+                    f"{f'{side}x{side}':>6s} {batch:5d} {threads:7d} "
+                    + " ".join(f"{speed[p]:17.1f}" for p in priors)
+                    + f"   maskgit/transformer {ratio:.2f}x",
+                    flush=True,
+                )
+            ratio = best["maskgit"] / best["transformer"]
+            ratios.append(
+                {"grid": [side, side], "batch": batch, "threads": "best of each",
+                 "images_per_s_ratio": round(ratio, 2)}
+            )  # fmt: skip
+            print(f"{'':>6s} {'':>5s} {'best':>7s} maskgit/transformer {ratio:.2f}x", flush=True)
+    torch.set_num_threads(args.threads)
+    return rows, ratios
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
