@@ -395,3 +395,37 @@ def test_cli_bad_archives_are_one_line_exit_2_and_write_nothing(runs, tmp_path, 
     assert main(["decompress", str(tmp_path / "missing.vqz"), "--run", str(run), "--out",
                  str(tmp_path / "o")]) == 2  # fmt: skip
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_audio_wavs_round_trip_with_their_lengths(tmp_path):
+    from scipy.io import wavfile
+
+    root = tmp_path / "recordings"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for d in range(2):
+        for i in range(6):
+            n = 300 + 20 * i
+            x = 0.3 * np.sin(2 * np.pi * (300 + 500 * d) * np.arange(n) / 8000)
+            x = x + 0.01 * rng.normal(size=n)
+            wavfile.write(root / f"{d}_ann_{i}.wav", 8000, (x * 32767).astype(np.int16))
+    run = tmp_path / "audio"
+    tiny = ["model.length=512", "model.window=256", "model.downsample=8", "model.hidden=16",
+            "model.res_blocks=1", "model.stft_sizes=[128, 64]", "model.mel_fft=128",
+            "model.mel_bands=16", "model.quantizer.codebook_size=16", "model.quantizer.dim=8",
+            "train.batch_size=8", "train.checkpoint_every=0"]  # fmt: skip
+    assert main(["train", "--data", f"fsdd:{root}", "--out", str(run), "--steps", "5", *tiny]) == 0
+    prior = ["prior.dim=16", "prior.heads=2", "prior.layers=1", "prior_train.batch_size=8"]
+    assert main(["train-prior", str(run), "--steps", "5", *prior]) == 0
+    archive = tmp_path / "clips.vqz"
+    assert main(["compress", str(run), str(root), "--out", str(archive), "--batch", "5"]) == 0
+    out = tmp_path / "wavs"
+    assert main(["decompress", str(archive), "--run", str(run), "--out", str(out)]) == 0
+    assert main(["compress", str(run), f"fsdd:{root}", "--out", str(tmp_path / "t.vqz")]) == 0
+    for i in range(6):
+        rate, pcm = wavfile.read(out / f"1_ann_{i}.wav")
+        assert rate == 8000 and len(pcm) == 300 + 20 * i  # the clip's real length
+    codec = Codec.from_run(run)
+    result = codec.decompress_archive(archive.read_bytes())
+    assert list(result.lengths) == [300 + 20 * i for i in range(6)] * 2
+    assert result.names[0] == "0_ann_0" and result.labels is not None
