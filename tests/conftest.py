@@ -5,16 +5,32 @@ import os
 
 import pytest
 
+# Commands started as subprocesses by tests compute with a fixed thread count, not the auto
+# policy (vqvae.threads), so their results do not depend on what else the machine is running.
+os.environ.setdefault("VQVAE_THREADS", str(os.cpu_count() or 1))
+
 
 @pytest.fixture(scope="session", autouse=True)
-def fixed_threads():
-    """Commands run in-process (``vqvae.cli.main.main``) apply the thread policy
-    (``vqvae.threads``); fix it at this process's thread count so a test's results do not
-    depend on what else the machine is running. Tests of the policy itself unset it."""
+def keep_test_threads():
+    """Commands run in-process (``vqvae.cli.main.main``) keep the thread count the test set
+    (``torch.set_num_threads``) instead of applying the process-wide policy; tests of the policy
+    use ``vqvae.threads.apply_policy`` as imported before this fixture."""
     import torch
 
-    os.environ.setdefault("VQVAE_THREADS", str(torch.get_num_threads()))
+    from vqvae import threads
+
+    def keep_current(option=None):
+        fixed = option if option is not None else torch.get_num_threads()
+        torch.set_num_threads(fixed)
+        threads._POLICY = threads.ThreadPolicy(
+            fixed, threads.available_cpus(), "the test", "as set"
+        )
+        return threads._POLICY
+
+    real = threads.apply_policy
+    threads.apply_policy = keep_current
     yield
+    threads.apply_policy = real
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +40,7 @@ def one_thread():
     module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     import torch
 
-    before, env = torch.get_num_threads(), os.environ.get("VQVAE_THREADS")
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    os.environ["VQVAE_THREADS"] = "1"  # commands run in-process keep to it (vqvae.threads)
     yield
     torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("VQVAE_THREADS", None)
-    else:
-        os.environ["VQVAE_THREADS"] = env

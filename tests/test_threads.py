@@ -14,11 +14,14 @@ from vqvae import threads
 from vqvae.cli.main import main
 from vqvae.errors import ConfigError
 
+APPLY = threads.apply_policy  # the real one: conftest keeps in-process commands at the test's count
+
 
 @pytest.fixture
 def keep_torch_threads(monkeypatch):
     """Whatever a test applies, the process gets its thread count and policy back."""
     before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "apply_policy", APPLY)
     monkeypatch.setattr(threads, "_POLICY", None)
     monkeypatch.setattr(threads, "_ANNOUNCED", False)
     yield
@@ -47,6 +50,7 @@ def test_available_cpus_follow_affinity_and_cgroup_quota(monkeypatch):
 
 def test_auto_policy_never_asks_for_more_threads_than_available(monkeypatch, keep_torch_threads):
     monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     policy = threads.apply_policy()
     assert policy.adaptive and policy.source == "auto"
     assert 1 <= policy.threads <= threads.available_cpus()
@@ -74,6 +78,7 @@ def test_auto_policy_follows_the_load_and_a_fixed_one_does_not(monkeypatch, keep
     monkeypatch.setattr(threads, "other_runnable", lambda: load["busy"])
     monkeypatch.setattr(threads, "available_cpus", lambda: 4)
     monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     policy = threads.apply_policy()
     assert policy.threads == 4
     now = policy._next_look
@@ -92,9 +97,13 @@ def test_auto_policy_follows_the_load_and_a_fixed_one_does_not(monkeypatch, keep
 
 
 def test_override_order_and_bad_values(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.setenv(threads.ENV, "auto")
+    assert threads.requested_threads(None) == (5, "OMP_NUM_THREADS")  # the user's OpenMP choice
     monkeypatch.setenv(threads.ENV, "3")
     assert threads.requested_threads(None) == (3, threads.ENV)
     assert threads.requested_threads(1) == (1, "--threads")  # the option wins over the variable
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv(threads.ENV, "auto")
     assert threads.requested_threads(None) == (None, "auto")
     for bad in ["0", "-1", "two", "1.5"]:

@@ -18,9 +18,9 @@ The policy the ``vqvae`` command applies (``apply_policy``), in one line each:
   threads of other processes that are running or waiting to run (sampled from ``/proc``), at
   least one; a training loop looks again every few seconds (``ThreadPolicy.retune``), so a
   run speeds back up when the other work ends;
-* ``--threads N`` or ``VQVAE_THREADS=N`` fix the count (never above the available CPUs unless
-  asked for explicitly by the number) and switch the watching off; ``VQVAE_THREADS=auto`` is the
-  default.
+* ``--threads N``, else ``VQVAE_THREADS=N``, else ``OMP_NUM_THREADS=N`` fix the count (as
+  asked, even above the CPUs available) and switch the watching off; ``VQVAE_THREADS=auto`` is
+  the default.
 
 A training loop prints the policy once per process (stderr) and writes it, and every change,
 to the run's ``log.jsonl`` (``threads/policy``, ``threads/count``).
@@ -118,17 +118,21 @@ def threads_beside(busy: float, cpus: int) -> int:
 
 def requested_threads(option: int | None) -> tuple[int | None, str]:
     """The fixed thread count asked for, and by what: ``--threads`` first, then ``VQVAE_THREADS``
-    (a positive integer or "auto"); ``(None, "auto")`` when neither fixes it."""
+    (a positive integer or "auto"), then OpenMP's own ``OMP_NUM_THREADS``; ``(None, "auto")``
+    when none fixes it."""
     if option is not None:
         if option < 1:
             raise ConfigError(f"--threads must be >= 1, got {option}")
         return option, "--threads"
     value = os.environ.get(ENV, "auto").strip().lower()
-    if value in ("", "auto"):
-        return None, "auto"
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{ENV} must be a positive integer or 'auto', got {value!r}")
-    return int(value), ENV
+    if value not in ("", "auto"):
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{ENV} must be a positive integer or 'auto', got {value!r}")
+        return int(value), ENV
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:  # a user's setting for every OpenMP program
+        return int(omp), "OMP_NUM_THREADS"
+    return None, "auto"
 
 
 def prefer_passive_wait() -> None:

@@ -22,7 +22,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQVAE_THREADS": "1"}
     result = subprocess.run(
         TORCHRUN + args, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=cwd
     )

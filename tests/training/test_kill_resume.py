@@ -30,7 +30,7 @@ TINY = [
     "train.checkpoint_every=1",  # most of the time is spent saving: kills land mid-save too
     "train.log_every=5",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VQVAE_THREADS": "1"}
 
 
 def _train(data: str, out: Path, *extra: str) -> subprocess.Popen:
@@ -145,8 +145,18 @@ def test_sigkill_at_a_random_step_then_resume_ends_bit_identical(runs):
     assert rc == 0, err
     _assert_same_weights(ref, run)
     # The log is the uninterrupted one too: rows after each checkpoint were dropped and
-    # re-logged, and the codebook-health window came back with the checkpoint.
-    assert (run / "log.jsonl").read_text() == (ref / "log.jsonl").read_text(), note
+    # re-logged, and the codebook-health window came back with the checkpoint. (Each process
+    # also records the thread policy it computed with: a row of its own, once per process.)
+    assert _training_rows(run) == _training_rows(ref), note
+    assert sum('"threads/policy"' in row for row in _log_rows(run)) == 3  # three processes
+
+
+def _log_rows(run: Path) -> list[str]:
+    return (run / "log.jsonl").read_text().splitlines()
+
+
+def _training_rows(run: Path) -> list[str]:
+    return [row for row in _log_rows(run) if '"threads/' not in row]
 
 
 class _Crash(Exception):
@@ -204,3 +214,32 @@ def test_a_crash_at_any_point_of_a_save_keeps_the_previous_checkpoint(tmp_path, 
         assert save_checkpoint(directory, model, optimizer, step2).name == "step-00000002"
         assert latest_checkpoint(directory).name == "step-00000002"
         model.load_state_dict(good)
+
+
+def test_sigterm_stops_a_prior_promptly_and_resume_finishes_it(runs, tmp_path):
+    """train-prior stopped by SIGTERM exits 128 + 15 with the resume command, leaves its
+    checkpoint and no prior model (a half-trained prior is not presented as finished, nor
+    measured), and ``--resume`` finishes it."""
+    import shutil
+
+    ref, _, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    prior = [sys.executable, "-m", "vqvae.cli.main", "train-prior", str(run)]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen([*prior, "--steps", "5000", "prior_train.checkpoint_every=1"], **pipes)
+    _wait_for_checkpoint(run / "prior", proc)
+    proc.send_signal(signal.SIGTERM)
+    rc, out, err = _finish(proc)
+    assert rc == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert "prior interrupted at step" in out and f"vqvae train-prior {run} --resume" in out
+    assert "prior, test split" not in out  # not measured
+    assert not (run / "prior" / "model").exists()
+    step = _latest_step(run / "prior")
+    assert 1 <= step < 5000
+
+    resumed = subprocess.run([*prior, "--resume", "--steps", str(step + 3)], **pipes)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "prior" / "model" / "model.safetensors").is_file()
+    assert _latest_step(run / "prior") == step + 3

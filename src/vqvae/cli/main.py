@@ -413,6 +413,7 @@ def _error(args: argparse.Namespace, error: Exception) -> int:
 def main(argv: list[str] | None = None) -> int:
     threads.prefer_passive_wait()  # before PyTorch's OpenMP runtime loads (vqvae.threads)
     args = _parse(argv)
+    from vqvae.training import TrainingInterrupted
     from vqvae.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # this process's training steps reuse freed memory (process-wide)
@@ -424,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
             return run(args)
     except VQVAEError as e:
         return _error(args, e)
+    except TrainingInterrupted as e:  # a prior's training (train-prior, demo) stopped by a signal
+        print(f"{e}; saved; continue with: {e.resume}")
+        return _exit_status(e.result)
     except OSError as e:  # a write outside vqvae.files (a folder made, TensorBoard's events)
         from vqvae.files import write_error
 

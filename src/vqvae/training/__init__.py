@@ -9,7 +9,14 @@ from vqvae.training.checkpoint import (
     verify_checkpoint,
 )
 from vqvae.training.logger import MetricsLog, read_log
-from vqvae.training.loop import TrainConfig, TrainingDiverged, TrainResult, fit, learning_rate
+from vqvae.training.loop import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    fit,
+    learning_rate,
+)
 
 __all__ = [
     "MetricsLog",
@@ -17,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "as_float",
     "fit",
     "keep_freed_memory",

@@ -128,6 +128,16 @@ class TrainResult:
     skipped: int = 0  # batches skipped for a non-finite loss or gradient
 
 
+class TrainingInterrupted(Exception):
+    """A training that a signal stopped after it saved its checkpoint, raised by callers that
+    have no result to return then (a prior's metrics): ``what`` trained, ``result`` where it
+    stopped, ``resume`` the command that continues it."""
+
+    def __init__(self, what: str, result: TrainResult, resume: str) -> None:
+        super().__init__(f"{what} interrupted at step {result.step}")
+        self.what, self.result, self.resume = what, result, resume
+
+
 @contextmanager
 def _stop_on_signals():
     """SIGINT/SIGTERM ask the loop to stop after the current step (then it checkpoints). A

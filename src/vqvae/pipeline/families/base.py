@@ -40,6 +40,7 @@ from vqvae.registry import Registry
 from vqvae.training import (
     ShuffledBatches,
     TrainConfig,
+    TrainingInterrupted,
     TrainResult,
     as_float,
     fit,
@@ -419,15 +420,23 @@ class ModelFamily:
             tensors = (torch.from_numpy(train.levels[j]), labels)
             if level.conditioned_on is not None:
                 tensors += (torch.from_numpy(train.levels[level.conditioned_on]),)
-            self._fit_prior(run, level, prior, tensors, config.prior_train, resume, show_progress)
+            result = self._fit_prior(
+                run, level, prior, tensors, config.prior_train, resume, show_progress
+            )
+            if result.interrupted:  # stop promptly: the checkpoint is saved, --resume continues
+                name = f"{level.name} prior".lstrip()
+                raise TrainingInterrupted(name, result, f"vqvae train-prior {run.path} --resume")
         if not distributed.is_main_process():
             return {}  # rank 0 measures the priors
         run.write_config(config, spec)
         return self.prior_metrics(model, priors, test)
 
-    def _fit_prior(self, run, level, prior, tensors, train_config, resume, show_progress) -> None:
+    def _fit_prior(
+        self, run, level, prior, tensors, train_config, resume, show_progress
+    ) -> TrainResult:
         """Train one level's prior in its folder (a new prior replaces an old one; ``resume``
-        continues it after checking its checkpoint fits); rank 0 saves it and its curves."""
+        continues it after checking its checkpoint fits); rank 0 saves a finished one and its
+        curves (an interrupted one is in its checkpoint)."""
         directory = run.prior_dir(level.name)
         if resume and (ckpt := latest_checkpoint(directory / "checkpoints")) is not None:
             verify_checkpoint(ckpt, prior)
@@ -436,7 +445,7 @@ class ModelFamily:
             shutil.rmtree(directory)
         distributed.barrier()  # no rank trains before rank 0 has cleared the folder
         name = f"{level.name} prior".lstrip()
-        fit_on_device(
+        result = fit_on_device(
             prior,
             tensors,
             train_config,
@@ -445,11 +454,12 @@ class ModelFamily:
             desc=name,
             show_progress=show_progress,
         )
-        if main:
+        if main and not result.interrupted:
             prior.save_pretrained(directory / "model")
             curves = run.path / f"{directory.name}_loss_curves.png"  # prior_, prior_bottom_
             keys = ["train/loss", "train/bits_per_code", "train/masked_bits_per_code", "train/lr"]
             plots.plot_loss_curves(curves, read_log(directory / "log.jsonl"), keys, name)
+        return result
 
     def _fitted_prior(
         self,
