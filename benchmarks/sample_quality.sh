@@ -35,6 +35,8 @@ PRIOR_TRAIN="prior_train.steps=$PRIOR_STEPS prior_train.batch_size=64 prior_trai
 have() { [ -f "$1/model.safetensors" ]; }
 
 PRIORS=${PRIORS:-pixelcnn transformer maskgit}
+# The Transformer's and MaskGIT's size; TRANSFORMER_SIZE="" leaves it to train-prior's fit.
+TRANSFORMER_SIZE=${TRANSFORMER_SIZE-prior.dim=128 prior.heads=4 prior.layers=4}
 VAE=${VAE:-1}
 FIRST=vqvae-${PRIORS%% *}
 if [ -n "${BASE_RUN:-}" ]; then
@@ -50,8 +52,7 @@ for prior in $PRIORS; do
   case $prior in
     pixelcnn) ARGS="prior.kind=pixelcnn prior.channels=64 prior.layers=8 prior.kernel_size=5" ;;
     transformer | maskgit)
-      ARGS="prior.kind=$prior prior.dim=128 prior.heads=4 prior.layers=4 prior.max_rows=7 \
-        prior.max_cols=7" ;;
+      ARGS="prior.kind=$prior $TRANSFORMER_SIZE prior.max_rows=7 prior.max_cols=7" ;;
     *) echo "unknown prior $prior" >&2; exit 2 ;;
   esac
   have "$run/prior/model" && grep -q "\"kind\": \"$prior\"" "$run/prior/model/config.json" ||
