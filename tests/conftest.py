@@ -44,3 +44,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The decode cache of image folders (vqvae.data.folder_cache) goes to a folder of this test
+# session, not the user's cache: tests make many short-lived folders.
+if "VQVAE_FOLDER_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["VQVAE_FOLDER_CACHE"] = tempfile.mkdtemp(prefix="vqvae-folder-cache-")

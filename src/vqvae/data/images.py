@@ -15,6 +15,10 @@ has 1 channel when every image is greyscale (modes 1, L, LA, I;16, or a palette 
 all grey) and 3 channels otherwise; grey images are then repeated into RGB. With ``channels``
 given, RGB converts to grey by the ITU-R 601 luma weights. Every image is resized so its shorter
 side is ``image_size`` (Lanczos) and then center-cropped to a square.
+
+Decoding: once per folder and settings. The decoded arrays are kept in a cache file keyed by
+the folder's content (every image's relative path, size and mtime) and the settings, which later
+loads read instead; a changed folder is decoded again (``vqvae.data.folder_cache``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
+from vqvae.data import folder_cache
 from vqvae.data.common import (
     ImageSet,
     class_count,
@@ -36,6 +42,7 @@ from vqvae.data.schemes import Scheme, register_scheme
 from vqvae.errors import DataError
 
 DEFAULT_IMAGE_SIZE = 32
+PROGRESS_FROM = 200  # a progress bar while decoding folders of at least this many images
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 _GREY_MODES = frozenset({"1", "L", "LA", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -132,9 +139,16 @@ def _scan_split(root: Path) -> tuple[list[Path], list[str] | None]:
 
 
 def _build(
-    files: list[Path], classes: list[str] | None, class_names: list[str] | None, image_size: int
+    files: list[Path],
+    classes: list[str] | None,
+    class_names: list[str] | None,
+    image_size: int,
+    progress: tqdm,
 ) -> tuple[list[np.ndarray], np.ndarray | None]:
-    pixels = [read_image(p, image_size) for p in files]
+    pixels = []
+    for p in files:
+        pixels.append(read_image(p, image_size))
+        progress.update()
     if classes is None or class_names is None:
         return pixels, None
     index = {name: i for i, name in enumerate(class_names)}
@@ -179,8 +193,30 @@ def load_image_folder(
     class_names = (
         None if train_classes is None else sorted(set(train_classes) | set(test_classes or []))
     )
-    train_pixels, train_labels = _build(train_files, train_classes, class_names, image_size)
-    test_pixels, test_labels = _build(test_files, test_classes, class_names, image_size)
+
+    def decode() -> tuple[ImageSet, ImageSet]:
+        train, test = (train_files, train_classes), (test_files, test_classes)
+        return _decode(root, train, test, class_names, image_size, channels)
+
+    settings = {"image_size": image_size, "channels": channels}
+    return folder_cache.load_or_build(root, train_files + test_files, settings, decode)
+
+
+def _decode(
+    root: Path,
+    train: tuple[list[Path], list[str] | None],
+    test: tuple[list[Path], list[str] | None],
+    class_names: list[str] | None,
+    image_size: int,
+    channels: int | None,
+) -> tuple[ImageSet, ImageSet]:
+    """Decode every image of both splits (with a progress bar for large folders)."""
+    total = len(train[0]) + len(test[0])
+    with tqdm(
+        total=total, desc=f"decoding {root.name}", unit="image", disable=total < PROGRESS_FROM
+    ) as progress:
+        train_pixels, train_labels = _build(*train, class_names, image_size, progress)
+        test_pixels, test_labels = _build(*test, class_names, image_size, progress)
     if channels is None:
         grey = all(p.shape[0] == 1 for p in train_pixels + test_pixels)
         channels = 1 if grey else 3
