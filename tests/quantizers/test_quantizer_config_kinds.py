@@ -7,7 +7,9 @@ import torch
 
 from vqvae.errors import ConfigError
 from vqvae.quantizers import (
+    BSQ,
     FSQ,
+    LFQ,
     QUANTIZERS,
     CosineVectorQuantizer,
     EMAVectorQuantizer,
@@ -16,6 +18,7 @@ from vqvae.quantizers import (
     QuantizerConfig,
     QuantizerOutput,
     ResidualVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
     build_quantizer,
 )
@@ -31,6 +34,9 @@ from vqvae.quantizers import (
         ({"kind": "fsq", "codebook_size": 240}, FSQ),
         ({"kind": "ema", "lookup_dim": 8}, LowDimQuantizer),
         ({"kind": "vq", "gradient": "rotation"}, VectorQuantizer),
+        ({"kind": "lfq"}, LFQ),
+        ({"kind": "bsq"}, BSQ),
+        ({"kind": "simvq"}, SimVQ),
     ],
 )
 def test_every_kind_builds_and_quantizes(options, cls):
@@ -85,17 +91,17 @@ def test_overrides_reach_the_new_options_with_type_checks():
         ],
     )
     assert cfg.model.quantizer.fsq_levels == (8, 8, 8)
-    with pytest.raises(ConfigError, match="model.quantizer.kind: unknown quantizer 'lfq'"):
-        resolve_config(None, ["model.quantizer.kind=lfq"])
+    with pytest.raises(ConfigError, match="model.quantizer.kind: unknown quantizer 'gumbel'"):
+        resolve_config(None, ["model.quantizer.kind=gumbel"])
     with pytest.raises(ConfigError, match="model.quantizer.gradient: expected one of"):
         resolve_config(None, ["model.quantizer.gradient=gumbel"])
 
 
 def test_an_unknown_kind_is_refused_listing_the_known_ones():
     with pytest.raises(ConfigError) as err:
-        QuantizerConfig(kind="lfq")
-    known = "vq, ema, cosine, residual, fsq"
-    assert str(err.value) == f"model.quantizer.kind: unknown quantizer 'lfq'; known: {known}"
+        QuantizerConfig(kind="gumbel")
+    known = "vq, ema, cosine, residual, fsq, lfq, bsq, simvq"
+    assert str(err.value) == f"model.quantizer.kind: unknown quantizer 'gumbel'; known: {known}"
     with pytest.raises(ConfigError, match="model.quantizer.kind"):
         QuantizerConfig(kind=["ema"])  # a list from a config file: refused, not a TypeError
 

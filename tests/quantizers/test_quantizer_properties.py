@@ -1,6 +1,7 @@
 """Property-based checks (hypothesis) over input shapes, K and D for every quantizer kind:
-shapes, index ranges, the chosen code is a nearest one (per level for residual), the index
-round trip is exact, and training with every remedy on keeps all state finite."""
+shapes, index ranges, the chosen code is a nearest one (codebook kinds; per level for
+residual), the index round trip is exact, and training with every remedy on keeps all state
+finite."""
 
 import math
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from vqvae.quantizers import QuantizerConfig, build_quantizer
 
-KINDS = ["vq", "ema", "cosine", "residual", "lowdim", "fsq"]
+KINDS = ["vq", "ema", "cosine", "residual", "lowdim", "fsq", "lfq", "bsq", "simvq"]
 
 
 @st.composite
@@ -24,6 +25,8 @@ def setups(draw):
     if kind == "fsq":
         levels = tuple(draw(st.lists(st.integers(2, 6), min_size=1, max_size=4)))
         cfg = QuantizerConfig(kind="fsq", dim=d, codebook_size=math.prod(levels), fsq_levels=levels)
+    elif kind in ("lfq", "bsq"):
+        cfg = QuantizerConfig(kind=kind, dim=d, codebook_size=2 ** draw(st.integers(1, 6)))
     else:
         k = draw(st.integers(2, 40))
         options = {"kind": kind, "codebook_size": k, "dim": d}

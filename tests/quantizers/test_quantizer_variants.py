@@ -15,6 +15,7 @@ from vqvae.quantizers import (
     EMAVectorQuantizer,
     LowDimQuantizer,
     ResidualVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
 )
 
@@ -37,8 +38,9 @@ BUILDERS = {
         [EMAVectorQuantizer(K, D, **plain(**kw)) for _ in range(3)]
     ),
     "fsq": lambda **kw: FSQ((3, 4, 2), D),
+    "simvq": lambda **kw: SimVQ(K, D, **plain(**kw)),
 }
-CODEBOOK_KINDS = ["vq", "ema", "cosine", "rotation", "lowdim", "residual"]
+CODEBOOK_KINDS = ["vq", "ema", "cosine", "rotation", "lowdim", "residual", "simvq"]
 
 
 def build(name, **kw):
@@ -82,7 +84,14 @@ def reference(q, flat):
         digits = np.clip(np.floor((u + 1) * levels / 2), 0, levels - 1).astype(np.int64)
         basis = np.cumprod([1, *q.levels[:-1]])
         return (digits * basis).sum(1)
-    return sqdist(flat, q.codebook.detach().numpy()).argmin(1)
+    return sqdist(flat, plain_codebook(q)).argmin(1)
+
+
+def plain_codebook(q):
+    """(K, D) float64: the codebook, for SimVQ its frozen basis times the learned map."""
+    if isinstance(q, SimVQ):
+        return q.basis.double().numpy() @ q.linear.weight.detach().double().numpy().T
+    return q.codebook.detach().double().numpy()
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -114,7 +123,7 @@ def expected_rows(q, idx):
         levels = np.array(q.levels)
         digits = (idx[:, None] // np.cumprod([1, *q.levels[:-1]])) % levels
         return linear(q.project_out, (2 * digits + 1) / levels - 1)
-    book = q.codebook.detach().double().numpy()
+    book = plain_codebook(q)
     if isinstance(q, CosineVectorQuantizer):
         book = book / np.linalg.norm(book, axis=1, keepdims=True)
     return book[idx]
@@ -201,7 +210,7 @@ def clustered(n_clusters=K, per=32, d=D, seed=0):
     return x.T.reshape(1, d, -1)  # (1, D, N)
 
 
-@pytest.mark.parametrize("name", ["vq", "ema", "cosine", "residual"])
+@pytest.mark.parametrize("name", ["vq", "ema", "cosine", "residual", "simvq"])
 def test_kmeans_init_beats_random_init_on_clustered_data(name):
     x = clustered()
 

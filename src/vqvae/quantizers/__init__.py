@@ -11,17 +11,21 @@ from vqvae.quantizers.config import QUANTIZERS, QuantizerConfig, build_quantizer
 from vqvae.quantizers.core import nearest_code
 from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, fsq_levels_for
 from vqvae.quantizers.kmeans import kmeans
+from vqvae.quantizers.lfq import BSQ, LFQ
 from vqvae.quantizers.lowdim import LowDimQuantizer
 from vqvae.quantizers.residual import ResidualVectorQuantizer
 from vqvae.quantizers.vq import (
     CodebookQuantizer,
     CosineVectorQuantizer,
     EMAVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
 )
 
 __all__ = [
+    "BSQ",
     "FSQ",
+    "LFQ",
     "QUANTIZERS",
     "RECOMMENDED_LEVELS",
     "CodebookQuantizer",
@@ -32,6 +36,7 @@ __all__ = [
     "QuantizerConfig",
     "QuantizerOutput",
     "ResidualVectorQuantizer",
+    "SimVQ",
     "VectorQuantizer",
     "build_quantizer",
     "fsq_levels_for",

@@ -9,6 +9,9 @@ ignored elsewhere (so switching ``kind`` never requires unsetting anything):
 ``cosine``      l2-normalised codes and encoder outputs (gradient codebook)
 ``residual``    ``levels`` EMA codebooks on successive residuals; indices (B, L, h, w)
 ``fsq``         finite scalar quantization on the grid ``fsq_levels``; no codebook
+``lfq``         lookup-free: the signs of log2(K) projected channels, entropy penalty
+``bsq``         binary spherical: LFQ on the l2-normalised projection, corners ±1/sqrt(bits)
+``simvq``       codebook = frozen random basis × learned linear map (gradient codebook)
 ==============  ========================================================================
 
 ``lookup_dim`` > 0 wraps any codebook kind in a learned projection D -> lookup_dim -> D and
@@ -18,6 +21,9 @@ For ``fsq`` the codebook size is the grid size: ``codebook_size`` must equal
 ``prod(fsq_levels)``. With ``fsq_levels`` empty the levels are derived from ``codebook_size``
 (``fsq.fsq_levels_for``): the paper's recommended set for 240, 1000, 4375, 15360 or 64000 codes
 (≈ 2^8 ... 2^16), else for a power of two 8s and 4s (512 -> 8,8,8; 1024 -> 8,8,4,4).
+For ``lfq`` and ``bsq`` ``codebook_size`` must be a power of two, 2^bits (bits <= 24); their
+entropy penalty is ``entropy_weight``·(per-sample entropy + ``entropy_batch_weight``·(log K -
+batch entropy)) at temperature ``entropy_temperature`` (see ``quantizers.lfq``).
 
 Adding a quantizer is one builder ``(config) -> Quantizer`` and one ``QUANTIZERS.register``
 line; ``kind`` is checked against that registry, and ``build_quantizer`` looks it up once.
@@ -34,12 +40,14 @@ from typing import Literal
 from vqvae.errors import ConfigError
 from vqvae.quantizers.base import Quantizer
 from vqvae.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, fsq_levels_for
+from vqvae.quantizers.lfq import BSQ, LFQ, MAX_BITS
 from vqvae.quantizers.lowdim import LowDimQuantizer
 from vqvae.quantizers.residual import ResidualVectorQuantizer
 from vqvae.quantizers.vq import (
     CodebookQuantizer,
     CosineVectorQuantizer,
     EMAVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
 )
 from vqvae.registry import Registry
@@ -52,8 +60,8 @@ QUANTIZERS: Registry[Callable[[QuantizerConfig], Quantizer]] = Registry("quantiz
 
 @dataclass
 class QuantizerConfig:
-    kind: str = "ema"  # a key of QUANTIZERS: vq, ema, cosine, residual, fsq
-    codebook_size: int = 512  # K (per level for residual; prod(fsq_levels) for fsq)
+    kind: str = "ema"  # a key of QUANTIZERS: vq, ema, cosine, residual, fsq, lfq, bsq, simvq
+    codebook_size: int = 512  # K (per level for residual; prod(fsq_levels) for fsq; 2^bits lfq/bsq)
     dim: int = 64  # D, the encoder's output channels
     beta: float = 0.25  # weight of the commitment term (codebook kinds)
     decay: float = 0.99  # EMA decay (ema, residual)
@@ -66,6 +74,11 @@ class QuantizerConfig:
     lookup_dim: int = 0  # search in a learned projection to this many dims (0 = off; codebooks)
     levels: int = 2  # residual: number of quantizers on successive residuals
     fsq_levels: tuple[int, ...] = ()  # fsq: bins per channel; () = the paper's set for K
+    # lfq, bsq: the entropy penalty's weight, the batch entropy's weight γ against the
+    # per-sample entropy, and the temperature τ of the soft assignment exp(-||u - c||² / τ)
+    entropy_weight: float = 0.1
+    entropy_batch_weight: float = 1.0
+    entropy_temperature: float = 0.01
 
     def __post_init__(self) -> None:
         def bad(option: str, message: str) -> ConfigError:
@@ -88,10 +101,34 @@ class QuantizerConfig:
             raise bad("lookup_dim", f"must be >= 0 (0 = off), got {self.lookup_dim}")
         if self.levels < 1:
             raise bad("levels", f"must be at least 1, got {self.levels}")
+        if self.entropy_weight < 0:
+            raise bad("entropy_weight", f"must be >= 0, got {self.entropy_weight}")
+        if self.entropy_batch_weight < 0:
+            raise bad("entropy_batch_weight", f"must be >= 0, got {self.entropy_batch_weight}")
+        if not self.entropy_temperature > 0:
+            raise bad("entropy_temperature", f"must be > 0, got {self.entropy_temperature}")
         if self.kind == "fsq":
             self._check_fsq(bad)
         elif self.fsq_levels:
             raise bad("fsq_levels", f"applies to kind = 'fsq' only, not {self.kind!r}")
+        if self.kind in ("lfq", "bsq"):
+            self._check_lookup_free(bad)
+
+    def _check_lookup_free(self, bad) -> None:
+        kind = self.kind
+        if self.lookup_dim:
+            raise bad("lookup_dim", f"does not apply to kind = {kind!r} (it projects by itself)")
+        if self.gradient != "ste":
+            raise bad(
+                "gradient", f"must be 'ste' for kind = {kind!r} (a sign has no code to rotate)"
+            )
+        k = self.codebook_size
+        if k & (k - 1) or k > 2**MAX_BITS:
+            raise bad(
+                "codebook_size",
+                f"must be a power of two up to 2^{MAX_BITS} for kind = {kind!r} (K = 2^bits), "
+                f"got {k}",
+            )
 
     def _check_fsq(self, bad) -> None:
         if self.lookup_dim:
@@ -170,3 +207,27 @@ def _residual(config: QuantizerConfig) -> Quantizer:
 @QUANTIZERS.register("fsq")
 def _fsq(config: QuantizerConfig) -> Quantizer:
     return FSQ(config.resolved_fsq_levels(), config.dim)
+
+
+def _lookup_free_options(config: QuantizerConfig) -> dict:
+    return dict(
+        beta=config.beta,
+        entropy_weight=config.entropy_weight,
+        batch_entropy_weight=config.entropy_batch_weight,
+        temperature=config.entropy_temperature,
+    )
+
+
+@QUANTIZERS.register("lfq")
+def _lfq(config: QuantizerConfig) -> Quantizer:
+    return LFQ(config.codebook_size.bit_length() - 1, config.dim, **_lookup_free_options(config))
+
+
+@QUANTIZERS.register("bsq")
+def _bsq(config: QuantizerConfig) -> Quantizer:
+    return BSQ(config.codebook_size.bit_length() - 1, config.dim, **_lookup_free_options(config))
+
+
+@QUANTIZERS.register("simvq")
+def _simvq(config: QuantizerConfig) -> CodebookQuantizer:
+    return SimVQ(config.codebook_size, config.dim, **_options(config))

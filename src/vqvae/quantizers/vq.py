@@ -1,12 +1,12 @@
 """Codebook quantizers: the nearest code from a learned codebook (van den Oord et al. 2017).
 
-Three small classes share one base. ``VectorQuantizer`` learns the codebook by gradient through
+Four small classes share one base. ``VectorQuantizer`` learns the codebook by gradient through
 the codebook loss ``||sg[z_e] - e||²``; ``EMAVectorQuantizer`` moves codes to exponential moving
 averages of their assigned encoder outputs (the paper's appendix A.1); ``CosineVectorQuantizer``
-searches l2-normalised vectors. The base owns everything else, once: the search
-(``core.nearest_code``), the losses, the gradient estimator (straight-through or rotation
-trick), k-means initialisation, dead-code reset, and keeping all codebook statistics identical
-on every rank under ``torch.distributed``.
+searches l2-normalised vectors; ``SimVQ`` learns a linear map of a frozen random basis. The base
+owns everything else, once: the search (``core.nearest_code``), the losses, the gradient
+estimator (straight-through or rotation trick), k-means initialisation, dead-code reset, and
+keeping all codebook statistics identical on every rank under ``torch.distributed``.
 
 State changes (k-means init, EMA, usage, dead-code reset, the pool of recent encoder outputs)
 happen only in training mode; in eval mode ``forward`` is a pure function of its input.
@@ -338,3 +338,35 @@ class EMAVectorQuantizer(CodebookQuantizer):
         size = self.cluster_size[which].clamp_min_(1.0)
         self.cluster_size[which] = size
         self.embed_sum[which] = vectors * size[:, None]
+
+
+class SimVQ(CodebookQuantizer):
+    """The codebook as a learned linear map of a frozen basis (Zhu et al. 2024, "Addressing
+    Representation Collapse in Vector Quantized Models with One Linear Layer", SimVQ):
+    codes = C·Wᵀ with C (K, D) a fixed random basis and W (D, D) learned by the codebook loss
+    ``||sg[z_e] - C·Wᵀ||²``. Every step's gradient moves the whole codebook through W, not just
+    the chosen codes, so codes far from the data are carried along instead of stranded.
+
+    The search is the family's nearest-code core over the (K, D) codes. k-means init and dead-code
+    reset still apply: they set the chosen codes by solving for their basis rows (C ← V·W⁻ᵀ),
+    the only writes the basis sees; W starts as the identity, so the first codebook is C.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, **kwargs) -> None:
+        super().__init__(codebook_size, dim, **kwargs)
+        self.register_buffer("basis", torch.randn(codebook_size, dim) / math.sqrt(dim))
+        self.linear = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.linear.weight)
+
+    def codebook_vectors(self) -> Tensor:
+        return self.linear(self.basis)  # (K, D) = C·Wᵀ
+
+    def _codebook_loss(self, flat: Tensor, codes: Tensor) -> Tensor:
+        return F.mse_loss(codes, flat.detach())
+
+    @torch.no_grad()
+    def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
+        # rows of C with C[which]·Wᵀ = vectors: W·C[which]ᵀ = vectorsᵀ, solved in float64
+        w = self.linear.weight.double()
+        rows = torch.linalg.lstsq(w, vectors.double().t()).solution.t()
+        self.basis[which] = rows.to(self.basis.dtype)
