@@ -6,6 +6,8 @@ reference, next to the bare distance matrix product, side by side in one run.
     python benchmarks/quantizer_speed.py --quick                  # tiny shapes, a smoke test
     python benchmarks/quantizer_speed.py --large --impls ours --rounds 1 \
         --out benchmarks/results/quantizer_speed_large.json       # K = 65,536
+    python benchmarks/quantizer_speed.py --large --impls ours matmul conv simvq lfq bsq \
+        --rounds 1 --out benchmarks/results/quantizer_speed_k65536.json  # #14: vs the product
 
 Implementations, all EMA codebooks (decay 0.99, β = 0.25, straight-through, same K and D), in
 training mode; one step = forward, loss = mean(z_q²) + quantizer loss, backward:
@@ -24,6 +26,8 @@ training mode; one step = forward, loss = mean(z_q²) + quantizer loss, backward
   (``vqvae.training.keep_freed_memory``) and the figure is the product alone, without the
   kernel mapping fresh pages each time. Ours itself runs the fused search of
   ``vqvae.quantizers.native`` (product and row minimum in one pass, no N×K output at all).
+- ``simvq``, ``lfq``, ``bsq`` (only when named in ``--impls``): the package's other quantizer
+  kinds of that K (SimVQ through the same search; LFQ and BSQ, K = 2^bits, without one).
 
 Every (config, impl) is measured in a fresh subprocess whose address space is capped at
 ``--mem-cap-gib`` (an implementation that needs more is recorded as out of memory). Peak memory
@@ -54,6 +58,9 @@ QUICK_CONFIGS = [("4x8x4x4 K=16", (4, 8, 4, 4), 16)]
 # --large: the largest codebook the library aims at (the peers' N×K tensors would need 16 GiB)
 LARGE_CONFIGS = [("65536x64 K=65536", (64, 64, 32, 32), 65536)]
 IMPLS = ("ours", "vqp", "plain", "matmul", "conv")
+# The other quantizers of the package (#14), on request: SimVQ searches its K codes through the
+# same core; LFQ and BSQ have no search at all (K = 2^bits sign patterns).
+FAMILY_IMPLS = ("simvq", "lfq", "bsq")
 DECAY, BETA = 0.99, 0.25
 
 
@@ -106,6 +113,15 @@ def build_step(impl: str, shape: tuple[int, ...], k: int):
         def forward():
             o = module(z)
             return o.quantized, o.loss
+    elif impl in FAMILY_IMPLS:
+        from vqvae.quantizers import QuantizerConfig, build_quantizer
+
+        config = QuantizerConfig(kind=impl, codebook_size=k, dim=d, beta=BETA, kmeans_init=False)
+        module = build_quantizer(config)
+
+        def forward():
+            o = module(z)
+            return o.quantized, o.loss
     elif impl == "vqp":
         from vector_quantize_pytorch import VectorQuantize
 
@@ -131,7 +147,8 @@ def build_step(impl: str, shape: tuple[int, ...], k: int):
             quantized, loss, _ = module(z)
             return quantized, loss
     else:
-        raise ValueError(f"unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
+        known = ", ".join(IMPLS + FAMILY_IMPLS)
+        raise ValueError(f"unknown impl {impl!r}; expected one of {known}")
     module.train()
 
     def step() -> None:
@@ -212,10 +229,13 @@ def table(rows: list[dict]) -> str:
             return "error"
         return f"{r['median_ms']:.3g} ms / {r['peak_mem_mb']:.0f} MB"
 
+    present = {r["impl"] for r in rows}
+    impls = [i for i in IMPLS if i in present or i not in FAMILY_IMPLS]
+    impls += [i for i in FAMILY_IMPLS if i in present]
     body = [
         [
             c,
-            *(shown(c, i) for i in IMPLS),
+            *(shown(c, i) for i in impls),
             T.ratio(ms(c, "vqp"), ms(c, "ours")),
             T.ratio(ms(c, "plain"), ms(c, "ours")),
             T.ratio(ms(c, "ours"), ms(c, "matmul")),
@@ -223,7 +243,7 @@ def table(rows: list[dict]) -> str:
         ]
         for c in configs
     ]
-    headers = ["config", *(f"{i} (ms / peak MB)" for i in IMPLS)]
+    headers = ["config", *(f"{i} (ms / peak MB)" for i in impls)]
     ratios = ["vqp/ours", "plain/ours", "ours/matmul", "ours/conv"]
     return T.markdown_table(headers + ratios, body)
 
@@ -234,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(json.loads(argv[1]))))
         return 0
     parser = T.benchmark_parser(__doc__, "quantizer_speed.json", repeats=5, warmup=2, rounds=2)
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--impls", nargs="+", choices=IMPLS + FAMILY_IMPLS, default=list(IMPLS))
     parser.add_argument("--mem-cap-gib", type=float, default=14.0, help="address-space cap")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per child process")
     parser.add_argument("--large", action="store_true", help="K = 65,536 instead of the four")

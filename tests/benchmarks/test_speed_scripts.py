@@ -62,7 +62,7 @@ def test_quantizer_speed_rows(tmp_path):
     assert row[0] == "4x8x4x4 K=16" and row[1].startswith(f"{r['median_ms']:.3g} ms")
 
 
-@pytest.mark.parametrize("impl", ["ours", "vqp", "plain", "matmul", "conv"])
+@pytest.mark.parametrize("impl", ["ours", "vqp", "plain", "matmul", "conv", "simvq", "lfq", "bsq"])
 def test_quantizer_speed_steps_run(impl):
     if impl == "vqp":
         pytest.importorskip("vector_quantize_pytorch")
