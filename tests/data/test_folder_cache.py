@@ -175,3 +175,13 @@ def test_progress_bar_while_decoding(folder, cache, monkeypatch, capsys):
     assert "decoding data" in capsys.readouterr().err
     load_data(f"folder:{folder}", image_size=6)  # from the cache: no bar
     assert "decoding" not in capsys.readouterr().err
+
+
+def test_pixels_are_stored_as_bytes_only_when_that_is_exact():
+    exact = (np.arange(5 * 3 * 2 * 2).reshape(5, 3, 2, 2) % 256).astype(np.float32) / 255
+    packed = folder_cache._packed(exact, rows=2)
+    assert packed.dtype == np.uint8
+    assert folder_cache._unpacked(packed).tobytes() == exact.tobytes()
+    resized = exact.copy()
+    resized[4, 0, 0, 0] = 0.5  # not k/255, in the last chunk
+    assert folder_cache._packed(resized, rows=2) is resized  # kept as float32

@@ -117,10 +117,17 @@ def _write(path: Path, key: str, splits: tuple[ImageSet, ImageSet]) -> None:
         np.savez(f, **arrays)
 
 
-def _packed(images: np.ndarray) -> np.ndarray:
-    """uint8 when that gives ``images`` back bit for bit (see ``_unpacked``), else ``images``."""
-    as_bytes = np.rint(images * 255).clip(0, 255).astype(np.uint8)
-    return as_bytes if np.array_equal(_unpacked(as_bytes), images) else images
+def _packed(images: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """uint8 when that gives ``images`` back bit for bit (see ``_unpacked``), else ``images``.
+    In chunks of ``rows`` images, so the temporaries stay small beside a large set."""
+    as_bytes = np.empty(images.shape, dtype=np.uint8)
+    for start in range(0, len(images), rows):
+        part = images[start : start + rows]
+        packed = np.rint(part * 255).clip(0, 255).astype(np.uint8)
+        if not np.array_equal(_unpacked(packed), part):
+            return images
+        as_bytes[start : start + rows] = packed
+    return as_bytes
 
 
 def _unpacked(stored: np.ndarray) -> np.ndarray:
