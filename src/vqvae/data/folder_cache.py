@@ -56,15 +56,16 @@ def cache_dir() -> Path | None:
     return Path(root) / "folders"
 
 
-def content_key(root: Path, files: list[Path], settings: dict) -> str:
-    """Hex digest over every file's path relative to ``root``, its size and its mtime (ns), the
-    decode ``settings``, the format version and Pillow's version."""
+def content_key(entries: list[tuple[str, Path]], settings: dict) -> str:
+    """Hex digest over every image's (path relative to the folder, path): the relative path, the
+    file's size and mtime (ns); the decode ``settings``, the format version and Pillow's
+    version."""
     h = hashlib.sha256()
     head = {"format": FORMAT_VERSION, "pillow": PIL.__version__, "settings": settings}
     h.update(json.dumps(head, sort_keys=True).encode())
-    for path in files:
-        st = path.stat()
-        h.update(f"\n{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    for name, path in entries:
+        st = os.stat(path)
+        h.update(f"\n{name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -79,16 +80,17 @@ def cache_file(root: Path, settings: dict) -> Path | None:
 
 def load_or_build(
     root: Path,
-    files: list[Path],
+    entries: list[tuple[str, Path]],
     settings: dict,
     build: Callable[[], tuple[ImageSet, ImageSet]],
 ) -> tuple[ImageSet, ImageSet]:
-    """The (train, test) sets of ``root`` from its cache file when that matches ``files`` and
-    ``settings``; else ``build()`` them and write the cache file."""
+    """The (train, test) sets of ``root`` from its cache file when that matches its images
+    ``entries`` ((path relative to ``root``, path) of every image) and ``settings``; else
+    ``build()`` them and write the cache file."""
     path = cache_file(root, settings)
     if path is None:
         return build()
-    key = content_key(root, files, settings)
+    key = content_key(entries, settings)
     cached = _read(path, key)
     if cached is not None:
         return cached
