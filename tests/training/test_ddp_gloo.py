@@ -97,7 +97,7 @@ def test_cli_under_torchrun_trains_with_rank_zero_writing(tmp_path):
     assert result.stdout.count("training finished step 3") == 1  # rank 0 alone reports
     assert (run / "model" / "model.safetensors").is_file()
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]  # one writer: every step logged once
+    assert steps == [0, 1, 2, 3]  # one writer: the thread policy, then every step logged once
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000003"
 
 
@@ -133,7 +133,8 @@ def test_vqvae2_priors_under_torchrun_leave_one_run_folder(tmp_path):
     for level in ("prior", "prior_bottom"):
         assert (run / level / "model" / "model.safetensors").is_file()
         lines = (run / level / "log.jsonl").read_text().splitlines()
-        assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]  # one writer
+        # one writer: the thread policy at step 0, then every step once
+        assert [json.loads(line)["step"] for line in lines] == [0, 1, 2, 3]
         assert (run / level / "checkpoints" / "latest").read_text().strip() == "step-00000003"
     saved = json.loads((run / "config.json").read_text())
     assert saved["prior"]["codebook_size"] == 4 and saved["bottom_prior"]["cond_codebook_size"] == 4
