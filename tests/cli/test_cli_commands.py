@@ -71,7 +71,10 @@ def test_reconstruct_encode_prior_sample_evaluate(trained_run, data_spec, tmp_pa
     assert codes.indices.shape == (72, 4, 4) and codes.labels is not None
     assert codes.codebook_size == 8
 
-    assert main(["train-prior", str(trained_run), "--steps", "20"]) == 0
+    capsys.readouterr()
+    assert main(["train-prior", str(trained_run), "--steps", "20", "prior.dropout=0.5"]) == 0
+    printed = capsys.readouterr().out.split("prior, test split:")[1].split()
+    trained_nll = float(printed[printed.index("prior_nll_bits_per_code") + 1])
     assert (trained_run / "prior" / "model" / "model.safetensors").is_file()
     # train-prior leaves a preview: 8 samples of each of the data's classes, one row per class
     preview = Image.open(trained_run / "samples.png")
@@ -114,6 +117,8 @@ def test_reconstruct_encode_prior_sample_evaluate(trained_run, data_spec, tmp_pa
     ]:
         assert isinstance(metrics[key], int | float), key
     assert 0 <= metrics["codebook_usage"] <= 1
+    # train-prior measured its prior as evaluate does (dropout off), not in training mode
+    assert trained_nll == pytest.approx(metrics["prior_nll_bits_per_code"], abs=1e-4)
     assert metrics["prior_nll_bits_per_dim"] == pytest.approx(
         metrics["prior_nll_bits_per_code"] * 16 / 64
     )

@@ -429,6 +429,8 @@ class ModelFamily:
         if not distributed.is_main_process():
             return {}  # rank 0 measures the priors
         run.write_config(config, spec)
+        for prior in priors:  # measured as evaluate measures them: dropout off
+            prior.eval()
         return self.prior_metrics(model, priors, test)
 
     def _fit_prior(
