@@ -29,6 +29,8 @@ from _timing import (  # noqa: E402
     write_rows,
 )
 
+from vqvae.threads import cpu_name  # noqa: E402
+
 
 def step_fn(precision: str, batches: list[torch.Tensor], quick: bool):
     from vqvae.models import VQVAE, VQVAEConfig
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         "fp32_ms": ms["fp32"],
         "bf16_ms": ms["bf16"],
         "bf16_over_fp32": ms["bf16"] / ms["fp32"],
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "date": datetime.date.today().isoformat(),
         **machine_settings(args.threads),
     }
@@ -83,15 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         f"bf16 / fp32 = {row['bf16_over_fp32']:.3f}"
     )
     print(write_rows(args.out, [row]))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            flags = Path("/proc/cpuinfo").read_text()
-            bf16 = " (avx512_bf16)" if "avx512_bf16" in flags else ""
-            return line.split(":", 1)[1].strip() + bf16
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vqvae.threads import cpu_name
+
 CHILD = "--child"
 
 
@@ -42,13 +44,6 @@ def child(spec: str) -> None:
             }
         )
     )
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> int:

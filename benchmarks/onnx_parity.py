@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import RESULTS, interleaved, median_ms, write_rows  # noqa: E402
+
+from vqvae.threads import cpu_name
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "decoder_max_abs_diff": max_diff,
         "latency": rows,
         "threads": args.threads,
-        "cpu": platform.processor() or _cpu_name(),
+        "cpu": cpu_name(),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
@@ -157,13 +158,6 @@ def _near_ties(model, images, got, want, rows) -> int:
     gap = ((z - codebook[a]).pow(2).sum(1) - (z - codebook[b]).pow(2).sum(1)).abs()
     scale = z.pow(2).sum(1) + codebook.pow(2).sum(1).max()
     return int((gap <= 1e-6 * scale).sum())
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import io
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from PIL import Image
 from vqvae.codec import Codec, to_uint8
 from vqvae.data import load_data
 from vqvae.metrics import psnr_from_mse, ssim
+from vqvae.threads import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = {
@@ -52,13 +52,6 @@ PRIOR = ["prior.channels=32", "prior.layers=6", "prior.kernel_size=3", "prior.dr
 JPEG_QUALITIES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
 WEBP_QUALITIES = [0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 RIFF_HEADER = 12  # "RIFF", file size, "WEBP"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def vqvae(*args: str) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from vqvae.priors import (
     TransformerPrior,
     TransformerPriorConfig,
 )
+from vqvae.threads import cpu_name
 
 PIXELCNN = PixelCNNConfig(codebook_size=512, channels=64, layers=8, kernel_size=5)
 TRANSFORMER = TransformerPriorConfig(
@@ -217,17 +217,6 @@ def batch_comparison(priors: dict, args) -> tuple[list[dict], list[dict]]:
             print(f"{'':>6s} {'':>5s} {'best':>7s} maskgit/transformer {ratio:.2f}x", flush=True)
     torch.set_num_threads(args.threads)
     return rows, ratios
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -29,19 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from vqvae.threads import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SITUATIONS = ("alone", "beside 1 busy loop", "beside 2 busy loops", "2 trainings at once")
 BUSY = {"alone": 0, "beside 1 busy loop": 1, "beside 2 busy loops": 2, "2 trainings at once": 0}
 FINISHED = re.compile(r"training (?:finished|interrupted at) step (\d+) \((\d+) s\)")
 BEFORE = "import sys, torch; from vqvae.cli.main import main; sys.exit(main(sys.argv[1:]))"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def train_command(policy: str, args: argparse.Namespace, out: Path) -> list[str]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from under_load import cpu_name
+from vqvae.threads import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -60,6 +60,20 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows: what
+    benchmark results and model cards record about the machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def _cgroup_quota() -> float | None:
     """The CPU quota in CPUs (quota / period), or None when there is none."""
     try:  # cgroup v2: "max 100000" or "200000 100000"

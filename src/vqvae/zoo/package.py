@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from vqvae import configs
 from vqvae.errors import VQVAEError
 from vqvae.serialization import CONFIG_NAME, WEIGHTS_NAME
+from vqvae.threads import cpu_name
 from vqvae.zoo import CARD, README, ZOO, load_folder, measure, sha256, verify
 
 # How closely a fresh load must reproduce the card's metrics (tests/zoo): the issue's 0.05 dB
@@ -116,7 +116,7 @@ def package(
         "measured": {
             "date": datetime.date.today().isoformat(),
             "torch": torch.__version__,
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
         },
         "files": files,
     }
@@ -160,16 +160,6 @@ Reproduce:
 
 Load it: `vqvae.pretrained("{card["name"]}")`, or `--pretrained {card["name"]}` on the command line.
 """
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
