@@ -147,6 +147,27 @@ def test_prior_sample_and_evaluate(trained_run, tmp_path):
     assert (trained_run / "classifier" / "classifier.json").is_file()
 
 
+def test_packaged_audio_model_ships_its_classifier(trained_run, tmp_path):
+    """A shipped audio model carries the classifier its card's intelligibility was measured
+    with, so loading it reproduces that figure without retraining one."""
+    from vqvae import zoo
+    from vqvae.zoo.package import package
+
+    if not (trained_run / "prior" / "model").is_dir():
+        assert main(["train-prior", str(trained_run), *PRIOR, "--steps", "10"]) == 0
+    if not (trained_run / "metrics.json").is_file():
+        assert main(["evaluate", str(trained_run)]) == 0
+    evaluated = json.loads((trained_run / "metrics.json").read_text())
+    path = package(trained_run, "tiny-audio", description="d", commands=["c"], root=tmp_path)
+    card = zoo.verify(path)
+    assert "classifier/model.safetensors" in card["files"]
+    fp32 = card["metrics_fp32_weights"]
+    assert fp32["intelligibility_ratio"] == evaluated["intelligibility_ratio"]
+    assert card["tolerances"]["intelligibility_ratio"] == 0.01
+    again = zoo.measure(zoo.load_folder(path))
+    assert again["intelligibility_ratio"] == card["metrics"]["intelligibility_ratio"]
+
+
 def test_errors_are_one_line_exit_2(trained_run, fsdd_dir, tmp_path, capsys):
     cases = [
         ["train", "--data", "digits", "--out", str(tmp_path / "a"), "model.kind=audio"],

@@ -5,6 +5,9 @@ configs and commands, stored inside the package and loaded offline.
         config.json      the run's configuration and data spec (as ``vqvae train`` wrote it)
         model/           the VQ-VAE: config.json + model.safetensors
         prior/           the prior (VQ-VAE-2: prior_bottom/ too): model/config.json + .safetensors
+        classifier/      audio only: the log-mel digit classifier the card's intelligibility was
+                         measured with (float32), so a fresh load reproduces that figure exactly
+                         instead of depending on a classifier retrained on another machine
         card.json        the model card: data, config, the commands that reproduce the model,
                          test metrics measured on the stored weights (and on the fp32 weights
                          before storage), how it is stored, and the SHA-256 and size of every
@@ -43,6 +46,7 @@ from vqvae.errors import CheckpointError, ConfigError
 ZOO = Path(__file__).parent / "models"
 CARD = "card.json"
 README = "README.md"
+CLASSIFIER = "classifier"  # an audio model's digit classifier: its card's intelligibility
 BUDGET_BYTES = 25 * 1000 * 1000  # every shipped model and prior together
 
 
@@ -191,6 +195,8 @@ def measure(loaded: PretrainedModel, spec: str | None = None) -> dict[str, float
     family, model = loaded.family, loaded.model
     data = family.load_data(spec or RunDir(loaded.path).read_config()[1], loaded.config.model)
     metrics = family.reconstruction_metrics(model, data.test)
+    if (loaded.path / CLASSIFIER).is_dir():
+        metrics.update(family.shipped_classifier_metrics(model, data, loaded.path / CLASSIFIER))
     if loaded.priors:
         codes = family.encode(model, family.inputs(data.test, model))
         test = SplitCodes(codes, data.test.labels)

@@ -31,7 +31,7 @@ from vqvae import configs
 from vqvae.errors import VQVAEError
 from vqvae.serialization import CONFIG_NAME, WEIGHTS_NAME
 from vqvae.threads import cpu_name
-from vqvae.zoo import CARD, README, ZOO, load_folder, measure, sha256, verify
+from vqvae.zoo import CARD, CLASSIFIER, README, ZOO, load_folder, measure, sha256, verify
 
 # How closely a fresh load must reproduce the card's metrics (tests/zoo): the 0.05 dB
 # for images; NLL and usage to rounding of a different machine's float order.
@@ -40,6 +40,7 @@ TOLERANCES = {
     "snr_db": 0.05,
     "codebook_usage": 0.005,
     "prior_nll_bits_per_code": 0.01,
+    "intelligibility_ratio": 0.01,
 }
 KEPT_FP32 = "quantizer"  # tensors whose name holds this stay float32 (codebooks, EMA statistics)
 
@@ -87,6 +88,8 @@ def package(
     for prior in prior_dirs:
         if (run / prior / "model" / WEIGHTS_NAME).is_file():
             copy_model(run / prior / "model", tmp / prior / "model", half)
+    if (run / CLASSIFIER / WEIGHTS_NAME).is_file() and source.family.ships_classifier:
+        copy_model(run / CLASSIFIER, tmp / CLASSIFIER, half=False)  # the measuring instrument
     print(f"measuring the run's fp32 weights on {data_spec} ...", file=sys.stderr)
     fp32 = measure(source, data_spec)
     print("measuring the stored weights ...", file=sys.stderr)

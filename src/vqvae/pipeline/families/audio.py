@@ -38,7 +38,7 @@ from vqvae import configs
 from vqvae.data import default_model_kind, load_codes
 from vqvae.data.audio import load_audio, write_wav
 from vqvae.errors import ConfigError
-from vqvae.evaluation import audio_classifier, class_accuracy, probe_scores
+from vqvae.evaluation import LogMelClassifier, audio_classifier, class_accuracy, probe_scores
 from vqvae.metrics.audio import log_spectral_distance, snr_db
 from vqvae.pipeline import plots
 from vqvae.pipeline.families.base import ModelFamily, register_family
@@ -50,6 +50,7 @@ SHOWN = 10  # clips in the pictures after training: the first test clip of each 
 @register_family
 class AudioFamily(ModelFamily):
     kind = "audio"
+    ships_classifier = True
     title = "audio VQ-VAE"
     loss_keys = (
         "train/loss",
@@ -180,12 +181,7 @@ class AudioFamily(ModelFamily):
         test = data.test
         if test.labels is not None and data.train.labels is not None:
             classifier, accuracy = audio_classifier(classifier_dir or run.path / "classifier", data)
-            recon_accuracy = class_accuracy(
-                classifier, self.reconstruct(model, test.waveforms), test.labels
-            )
-            metrics["classifier_test_accuracy"] = accuracy
-            metrics["reconstruction_class_accuracy"] = recon_accuracy
-            metrics["intelligibility_ratio"] = recon_accuracy / max(accuracy, 1e-12)
+            metrics.update(self.intelligibility(model, test, classifier, accuracy))
         if not model.quantizer.index_levels:
             train, test_codes = (self.split_codes(run, model, data, s) for s in ("train", "test"))
             targets = {"digit": (data.train.labels, test.labels)}
@@ -194,6 +190,33 @@ class AudioFamily(ModelFamily):
             k = model.quantizer.codebook_size
             metrics.update(probe_scores(train.levels[0], test_codes.levels[0], k, targets))
         return metrics
+
+    def intelligibility(
+        self, model: nn.Module, test: Any, classifier: Any, accuracy: float | None = None
+    ) -> dict[str, float]:
+        """The classifier's accuracy on the real test clips (``accuracy`` when known) and on
+        their reconstructions, and the ratio of the two."""
+        if accuracy is None:
+            accuracy = class_accuracy(classifier, test.waveforms, test.labels)
+        recon_accuracy = class_accuracy(
+            classifier, self.reconstruct(model, test.waveforms), test.labels
+        )
+        return {
+            "classifier_test_accuracy": accuracy,
+            "reconstruction_class_accuracy": recon_accuracy,
+            "intelligibility_ratio": recon_accuracy / max(accuracy, 1e-12),
+        }
+
+    def shipped_classifier_metrics(
+        self, model: nn.Module, data: Any, classifier_dir: Path
+    ) -> dict[str, float]:
+        """Intelligibility measured with the classifier stored in ``classifier_dir`` (a shipped
+        model's own, so its card's figure does not depend on a retrained classifier)."""
+        if data.test.labels is None:
+            return {}
+        return self.intelligibility(
+            model, data.test, LogMelClassifier.from_pretrained(classifier_dir)
+        )
 
     def score_samples(
         self, run, model, samples, labels, data, classifier_dir, seed

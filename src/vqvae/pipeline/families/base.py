@@ -167,6 +167,17 @@ class ModelFamily:
         """Family-specific measurements of ``evaluate`` (intelligibility, probes…)."""
         return {}
 
+    # A shipped model (vqvae.zoo) of this family carries the run's classifier, whose figures
+    # its card records (shipped_classifier_metrics).
+    ships_classifier = False
+
+    def shipped_classifier_metrics(
+        self, model: nn.Module, data: Any, classifier_dir: Path
+    ) -> dict[str, float]:
+        """Measurements made with a classifier shipped beside a model (``vqvae.zoo``): the
+        audio family's intelligibility; none for the others."""
+        return {}
+
     def score_samples(
         self,
         run: RunDir,
