@@ -186,6 +186,27 @@ def test_large_codebooks_are_factorised_and_cheap():
     assert out.code_counts.shape == (2**18,) and torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("kind", ["lfq", "bsq"])
+def test_saturated_channels_keep_the_factorised_entropy_finite(kind):
+    """At the default temperature a real batch can push a channel's probability to exactly 0 or
+    1 for every vector (a VQ-VAE's first step on CIFAR-10 did): the factorised batch entropy
+    must keep its value and give finite gradients, not NaN."""
+    q = build_quantizer(QuantizerConfig(kind=kind, codebook_size=2**12, dim=16)).train()
+    torch.manual_seed(0)
+    # Every vector near one far-out point: channels saturate the same way across the batch.
+    z = (100 * torch.randn(1, 16, 1, 1) + 0.01 * torch.randn(4, 16, 4, 4)).requires_grad_(True)
+    u = q._project(z.detach().movedim(1, -1).reshape(-1, 16))
+    a = q.bit_logits(u)
+    assert ((torch.sigmoid(a) == 1).all(0) | (torch.sigmoid(a) == 0).all(0)).any()
+    out = q(z)
+    (out.quantized.square().mean() + out.loss).backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in q.parameters() if p.grad is not None)
+    _, batch = q.entropies(u)
+    reference = binary_entropy(torch.sigmoid(a).detach().double().mean(0).numpy()).sum()
+    np.testing.assert_allclose(float(batch), reference, rtol=1e-4, atol=1e-5)
+
+
 # --- SimVQ ---------------------------------------------------------------------------------------
 def test_simvq_codebook_is_the_frozen_basis_times_the_learned_map():
     torch.manual_seed(0)

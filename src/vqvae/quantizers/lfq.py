@@ -150,7 +150,7 @@ class LFQ(Quantizer):
         if self.codebook_size <= self.exact_entropy_codes:
             batch = _ExactBatchEntropy.apply(a, _bit_table(self.bits, a.device))
         else:
-            batch = _binary_entropy(p.mean(0)).sum()
+            batch = _factorised_batch_entropy(a)
         return per_sample, batch
 
     def entropy_penalty(self, u: Tensor) -> Tensor:
@@ -191,9 +191,17 @@ class BSQ(LFQ):
     spherical = True
 
 
-def _binary_entropy(p: Tensor) -> Tensor:
-    """Elementwise H(p) = -p log p - (1 - p) log(1 - p) in nats (0 at p = 0 or 1)."""
-    return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+def _factorised_batch_entropy(a: Tensor) -> Tensor:
+    """Σ_i H(mean_n σ(a_ni)) in nats for bit log-odds a (N, bits). A channel can saturate (at
+    temperature 0.01 a real batch gives |a| in the hundreds, and σ rounds to exactly 0 or 1 for
+    every vector): H'(p) = log((1 - p) / p) is then infinite while dp/da is 0, and the product,
+    NaN, used to poison the whole step. So each channel's probability and its complement are
+    averaged separately (σ(-a), where 1 - σ(a) would round to 0) and their logs are taken of
+    values kept above the smallest normal float: the value is unchanged and a saturated channel's
+    gradient is 0."""
+    tiny = torch.finfo(a.dtype).tiny
+    p, q = torch.sigmoid(a).mean(0), torch.sigmoid(-a).mean(0)
+    return -(p * p.clamp_min(tiny).log() + q * q.clamp_min(tiny).log()).sum()
 
 
 def _bit_table(bits: int, device: torch.device) -> Tensor:
