@@ -148,6 +148,22 @@ def test_cli_pretrained_lists_and_commands_take_pretrained(shipped_tiny, tmp_pat
     assert "RUN folder or --pretrained" in capsys.readouterr().err
 
 
+def test_compress_and_decompress_take_pretrained(shipped_tiny, tmp_path, capsys):
+    archive, out = tmp_path / "digits.vqz", tmp_path / "back"
+    assert main(["compress", "--pretrained", "tiny", "digits", "--out", str(archive)]) == 0
+    assert main(["decompress", str(archive), "--pretrained", "tiny", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "digits.vqz.json").read_text())
+    assert len(list(out.glob("*.png"))) == report["items"] > 0
+    run = shipped_tiny / "tiny"  # the same model named by its folder decodes it identically
+    again = tmp_path / "again"
+    assert main(["decompress", str(archive), "--run", str(run), "--out", str(again)]) == 0
+    for png in out.glob("*.png"):
+        assert (again / png.name).read_bytes() == png.read_bytes()
+    capsys.readouterr()
+    assert main(["compress", "--pretrained", "tiny", "--out", str(archive)]) == 2
+    assert "--pretrained NAME INPUT" in capsys.readouterr().err
+
+
 # --- the models shipped in this package ----------------------------------------------------
 SHIPPED = zoo.names()
 

@@ -192,10 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compress", help="entropy-code items with the run's model and prior into one archive"
     )
-    p.add_argument("run")
+    _run_or_pretrained(p)
     p.add_argument(
         "input",
-        help="an image or WAV file, a folder of them, or a data spec (" + SPEC_HELP + ")",
+        nargs="?",
+        help="an image or WAV file, a folder of them, or a data spec (" + SPEC_HELP + "); "
+        "with --pretrained NAME it is the only positional",
     )
     p.add_argument("--out", required=True, help="archive file (its report goes to FILE.json)")
     p.add_argument("--split", choices=("train", "test"), default="test", help="of a data spec")
@@ -209,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decompress", help="decode an archive into PNG (or WAV) files")
     p.add_argument("archive")
-    p.add_argument("--run", required=True, help="the run folder that compressed it")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="the run folder that compressed it")
+    which.add_argument("--pretrained", metavar="NAME", help="the shipped model that compressed it")
     p.add_argument("--out", required=True, help="folder for the files")
     p.add_argument("--batch", type=int, default=64, help="items decoded together (default 64)")
 
@@ -350,14 +354,19 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "compress":
         from vqvae.codec import compress_input
 
+        if args.pretrained is not None and args.input is None:  # compress --pretrained NAME INPUT
+            args.run, args.input = None, args.run
+        if args.input is None:
+            raise ConfigError("compress: give RUN INPUT, or --pretrained NAME INPUT")
         report = compress_input(
-            args.run, args.input, args.out, split=args.split, label=args.label, batch=args.batch
-        )
+            run_folder(args), args.input, args.out, split=args.split, label=args.label,
+            batch=args.batch,
+        )  # fmt: skip
         _print_metrics(f"wrote {args.out} (report: {args.out}.json)", report)
     elif args.command == "decompress":
         from vqvae.codec import decompress_file
 
-        report = decompress_file(args.archive, args.run, args.out, batch=args.batch)
+        report = decompress_file(args.archive, run_folder(args), args.out, batch=args.batch)
         _print_metrics(f"wrote {report['items']} files to {args.out}", report)
     elif args.command == "download":
         from vqvae.data import download_dataset
