@@ -164,6 +164,19 @@ def test_compress_and_decompress_take_pretrained(shipped_tiny, tmp_path, capsys)
     assert "--pretrained NAME INPUT" in capsys.readouterr().err
 
 
+def test_packaging_a_run_without_a_prior_is_one_line_exit_2(tmp_path, capsys):
+    from vqvae.zoo.package import main as package_main
+
+    run = tmp_path / "no-prior"
+    assert main(["train", "--data", "digits", "--out", str(run), "--steps", "2", *TINY]) == 0
+    capsys.readouterr()
+    argv = [str(run), "--name", "x", "--description", "d", "--command", "c"]
+    assert package_main([*argv, "--root", str(tmp_path / "zoo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no trained prior" in err
+    assert not (tmp_path / "zoo").exists()
+
+
 # --- the models shipped in this package ----------------------------------------------------
 SHIPPED = zoo.names()
 

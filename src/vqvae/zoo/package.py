@@ -176,16 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", action="store_true", help="store float32 weights")
     parser.add_argument("--root", type=Path, default=ZOO)
     args = parser.parse_args(argv)
-    path = package(
-        args.run,
-        args.name,
-        description=args.description,
-        commands=args.commands,
-        spec=args.data,
-        half=not args.fp32,
-        root=args.root,
-        notes=args.notes,
-    )
+    try:
+        path = package(
+            args.run,
+            args.name,
+            description=args.description,
+            commands=args.commands,
+            spec=args.data,
+            half=not args.fp32,
+            root=args.root,
+            notes=args.notes,
+        )
+    except VQVAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     card = json.loads((path / CARD).read_text())
     print(path)
     for key in sorted(card["metrics"]):
