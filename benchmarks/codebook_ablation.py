@@ -20,10 +20,10 @@ CIFAR-10 (32×32 RGB; issue #14: does the codebook stay alive and keep paying of
 codes?):
 
     python benchmarks/codebook_ablation.py --data folder:../shared/data/cifar10-jpeg \
-        --hidden 64 --steps 800 --ks 1024 4096 16384 65536 \
+        --hidden 64 --batch-size 64 --steps 1000 --ks 1024 4096 16384 65536 \
         --variants default vq lfq bsq simvq fsq --threads 1
     python benchmarks/codebook_ablation.py --data folder:../shared/data/cifar10-jpeg \
-        --hidden 64 --steps 800 --ks 262144 --variants lfq bsq --threads 1
+        --hidden 64 --batch-size 64 --steps 1000 --ks 262144 --variants lfq bsq --threads 1
 
 The CIFAR-10 grid (chosen by the data spec, or ``--grid cifar10``) writes
 benchmarks/results/codebook_ablation_cifar10.json (rows: variant, K, psnr, ssim, usage,
@@ -65,7 +65,7 @@ from vqvae.training import ShuffledBatches, TrainConfig, TrainingDiverged, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROW_KEYS = ("variant", "K", "psnr", "usage", "perplexity", "dead_codes", "default")
-# The CIFAR-10 rows (issue #14's keys): SSIM and the training wall time as well.
+# The CIFAR-10 rows (issue #14's keys): SSIM and the training's CPU seconds as well.
 CIFAR_ROW_KEYS = (
     "variant",
     "K",
