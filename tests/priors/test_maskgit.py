@@ -21,7 +21,8 @@ from vqvae.priors import (
     load_prior,
 )
 from vqvae.priors.maskgit import masked_schedule
-from vqvae.priors.sampling import sample_from_logits
+from vqvae.priors.sampling import sample_and_score
+from vqvae.priors.transformer import position_embeddings
 
 K = 6
 
@@ -97,9 +98,14 @@ def test_decoding_reveals_exactly_the_schedule_and_never_changes_a_kept_code(gui
         guidance_scale=2.0 if guided else None,
         generator=gen(1),
     )
-    seen = [s[:n] for s in rec.seen]  # the conditional rows (guided: then the null-class rows)
-    if guided:
-        assert all(torch.equal(s[:n], s[n:]) for s in rec.seen)
+    # The first step shows blank maps, once for each class (their logits are kept per class):
+    # classes 0, 1, 2 and, guided, the null class.
+    classes = 4 if guided else 3
+    blank, later = rec.seen[:classes], rec.seen[classes:]
+    assert all(b.shape == (1, 20) and (b == K).all() for b in blank)
+    seen = [torch.full((n, 20), K)] + [s[:n] for s in later]  # the conditional rows
+    if guided:  # then the same maps with the null class
+        assert all(torch.equal(s[:n], s[n:]) for s in later)
     assert len(seen) == steps
     final = out.reshape(n, -1)
     visible = [s != K for s in seen] + [torch.ones_like(final, dtype=torch.bool)]
@@ -281,12 +287,55 @@ def test_a_number_of_steps_is_refused_by_an_autoregressive_prior() -> None:
 
 def test_inverse_cdf_draws_follow_the_softmax_and_skip_filtered_codes() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0]]).expand(40_000, 5)
-    drawn = sample_from_logits(logits, generator=gen(0), inverse_cdf=True)
+    drawn = sample_and_score(logits, generator=gen(0))[0]
     freq = torch.bincount(drawn, minlength=5).double() / len(drawn)
     assert torch.allclose(freq, logits[0].double().softmax(0), atol=0.01)
     # the last code is the one kept by top-k = 1: the codes before it (all filtered) never come
     last = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1e-3]]).expand(1000, 5)
-    kept = sample_from_logits(last, top_k=1, generator=gen(1), inverse_cdf=True)
+    kept = sample_and_score(last, top_k=1, generator=gen(1))[0]
     assert (kept == 4).all()
-    first = sample_from_logits(-last, top_k=4, generator=gen(2), inverse_cdf=True)
+    first = sample_and_score(-last, top_k=4, generator=gen(2))[0]
     assert (first != 4).all()  # the filtered last code is never drawn, even at r -> 1
+
+
+def test_scores_are_the_log_probabilities_of_the_drawn_codes_after_filters() -> None:
+    logits = torch.randn(64, 9, generator=gen(3))
+    for options in ({}, {"temperature": 0.7, "top_k": 4}, {"temperature": 0}):
+        drawn, score = sample_and_score(logits, generator=gen(4), **options)
+        kept = logits / (options.get("temperature") or 1.0)  # temperature 0: unscaled scores
+        if "top_k" in options:  # an independent top-k: everything below the 4th largest
+            kept = kept.masked_fill(kept < kept.topk(4, dim=1).values[:, -1:], -math.inf)
+        want = kept.log_softmax(1).gather(1, drawn[:, None]).squeeze(1)
+        assert torch.allclose(score, want, atol=1e-5)
+    greedy, _ = sample_and_score(logits, temperature=0)
+    assert torch.equal(greedy, logits.argmax(1))
+    _, nucleus = sample_and_score(logits, top_p=0.3, generator=gen(5))
+    assert torch.isfinite(nucleus).all()  # a drawn code is never a filtered one
+
+
+def test_blank_map_logits_are_kept_per_class_until_the_weights_change() -> None:
+    model = make().eval()
+    grid = (3, 4)
+    pos = position_embeddings(model, grid)
+    blank = torch.full((1, 12), K)
+
+    def fresh(label: int) -> torch.Tensor:
+        return model._logits(blank, torch.tensor([label]), pos)[0]
+
+    kept = model._blank_logits(torch.tensor([2, 0, 2]), 3, grid, pos)  # (3·12, K)
+    assert torch.equal(kept, torch.cat([fresh(2), fresh(0), fresh(2)]))
+    rec = Recorder(model)
+    model._blank_logits(torch.tensor([0]), 1, grid, pos)
+    assert rec.seen == []  # kept: no network pass
+    # a training step changes the weights in place: the kept logits are dropped
+    optim = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model.training_losses((torch.randint(0, K, (4, *grid)), torch.tensor([0, 1, 2, 0])))[
+        "loss"
+    ].backward()
+    optim.step()
+    model.eval()
+    rec.seen.clear()
+    again = model._blank_logits(torch.tensor([0]), 1, grid, pos)
+    assert len(rec.seen) == 1 and torch.equal(again, fresh(0))
+    assert not torch.equal(again, kept[12:24])

@@ -41,7 +41,7 @@ from vqvae import configs
 from vqvae.errors import ConfigError
 from vqvae.nets.modes import eval_mode
 from vqvae.priors.base import Prior, fill_unset, is_int
-from vqvae.priors.sampling import log_probs_of, sample_from_logits
+from vqvae.priors.sampling import sample_and_score
 from vqvae.priors.transformer import (
     FIXED_SIZES,
     Block,
@@ -56,6 +56,8 @@ from vqvae.serialization import Pretrained
 # The mask ratios ``evaluate`` reports the masked-token cross-entropy at (1.0: every code
 # predicted from the class alone).
 EVAL_MASK_RATIOS = (0.25, 0.5, 0.75, 1.0)
+# Fully masked maps' logits kept (one per grid and class; ``_blank_logits``) before starting over.
+BLANK_CACHE_SIZE = 64
 
 
 @dataclass
@@ -341,6 +343,30 @@ class MaskGITPrior(Pretrained, Prior):
         )
         return out.reshape(n, *grid)
 
+    def _blank_logits(
+        self, labels: Tensor | None, rows: int, grid: tuple[int, ...], pos: Tensor
+    ) -> Tensor:
+        """The logits (rows·N, K) of ``rows`` fully masked maps of ``grid``, map by map: the
+        network sees only mask tokens and the class, so they depend on the class alone. Each
+        class's are computed once, one map at a time (the same numbers whatever the batch or
+        call history), and kept while the weights stay the same: the first decoding step of a
+        map drawn from scratch costs no network pass after the first map of its class."""
+        weights = tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        if getattr(self, "_blank_weights", None) != weights:  # trained, loaded or moved since
+            self._blank_weights, self._blank_cache = weights, {}
+        classes = labels.tolist() if labels is not None else [0] * rows
+        blank = torch.full((1, math.prod(grid)), self.mask_token, device=self.device)
+        out = []
+        for label in classes:
+            key = (tuple(grid), label)
+            if key not in self._blank_cache:
+                if len(self._blank_cache) >= BLANK_CACHE_SIZE:
+                    self._blank_cache.clear()
+                label_row = torch.tensor([label], device=self.device)
+                self._blank_cache[key] = self._logits(blank, label_row, pos)[0]  # (N, K)
+            out.append(self._blank_cache[key])
+        return torch.cat(out)  # (rows·N, K)
+
     def _decode(self, codes, known, draw, steps, guidance_scale, options, generator) -> Tensor:
         """codes (n, N), known (n, N) bool (kept as they are) -> (n, N) every position drawn.
 
@@ -360,16 +386,19 @@ class MaskGITPrior(Pretrained, Prior):
                     break
                 tokens = codes.masked_fill(hidden, self.mask_token)
                 # (M, K): the logits of the masked positions, map by map in raster order
-                if draw.guided:  # the same M positions of the conditional and null-class rows
+                if t == 0 and hidden.all():  # blank maps: their logits depend on the class only
+                    rows = 2 * n if draw.guided else n
+                    both = self._blank_logits(draw.labels, rows, draw.grid, pos)
+                elif draw.guided:  # the same M positions of the conditional and null-class rows
                     both = self._logits(tokens.repeat(2, 1), draw.labels, pos, hidden.repeat(2, 1))
+                else:
+                    both = self._logits(tokens, draw.labels, pos, hidden)
+                if draw.guided:
                     c, u = both.chunk(2)
                     wanted = u + guidance_scale * (c - u)
                 else:
-                    wanted = self._logits(tokens, draw.labels, pos, hidden)
-                drawn = sample_from_logits(  # (M,)
-                    wanted, generator=generator, inverse_cdf=True, **options
-                )
-                score = log_probs_of(wanted, drawn, **options)  # (M,)
+                    wanted = both
+                drawn, score = sample_and_score(wanted, generator=generator, **options)  # (M,)
                 noise = self.config.confidence_noise * (1 - (t + 1) / steps)
                 if noise > 0:
                     u01 = torch.rand(score.shape, generator=generator, device=self.device)

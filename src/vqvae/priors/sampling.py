@@ -1,9 +1,10 @@
-"""The one routine every prior uses to draw code indices from logits.
+"""How every prior draws code indices from logits.
 
 ``sample_from_logits`` = temperature scaling -> top-k filter -> nucleus (top-p) filter ->
-``torch.multinomial`` (or an inverse-CDF draw). Temperature 0 means greedy decoding (argmax).
-Filters replace the logits of dropped codes by ``-inf`` so that ``softmax`` gives them
-probability exactly 0.
+``torch.multinomial`` (the autoregressive priors); ``sample_and_score`` draws from the same
+distribution by inverse CDF and also returns each drawn code's log-probability (MaskGIT's
+confidence). Temperature 0 means greedy decoding (argmax). Filters replace the logits of dropped
+codes by ``-inf`` so that ``softmax`` gives them probability exactly 0.
 """
 
 from __future__ import annotations
@@ -60,16 +61,12 @@ def sample_from_logits(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
-    inverse_cdf: bool = False,
 ) -> Tensor:
     """Draw one code per row of ``logits`` (N, K) -> LongTensor (N,) on the logits' device.
 
     Leading dimensions other than N are also accepted: (..., K) -> (...). ``temperature`` 0 is
-    argmax (top-k / top-p cannot change the argmax, so they are ignored then).
-    ``inverse_cdf``: draw each row from one uniform number (the same distribution, another
-    use of the generator): torch.multinomial, the default, draws an exponential per code (K a
-    row), 15× slower for MaskGIT's dozens of rows a step; the default keeps the draws of
-    earlier releases, so a seed gives an old run's samples again.
+    argmax (top-k / top-p cannot change the argmax, so they are ignored then). Draws with
+    ``torch.multinomial`` (an exponential per code), so a seed gives an old run's samples again.
     """
     _check_options(temperature, top_k, top_p)
     if logits.dim() < 1 or logits.shape[-1] < 1:
@@ -79,36 +76,45 @@ def sample_from_logits(
     if temperature == 0:
         return flat.argmax(dim=-1).reshape(lead)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32)) / temperature
-    flat = filter_logits(flat, top_k=top_k, top_p=top_p)
-    probs = flat.softmax(dim=-1)  # (N, K), 0 where filtered
-    if inverse_cdf:
-        # One uniform number per row, r <= 1 - 2^-24 (float32), so in float64 r·total < total
-        # and the first code whose cumulative mass exceeds it has mass > 0: never a filtered
-        # code.
-        cdf = probs.double().cumsum(dim=-1)  # (N, K)
-        r = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device).double()
-        drawn = torch.searchsorted(cdf, r * cdf[:, -1:], right=True)  # (N, 1)
-    else:
-        drawn = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1)
+    probs = filter_logits(flat, top_k=top_k, top_p=top_p).softmax(dim=-1)  # 0 where filtered
+    drawn = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1)
     return drawn.squeeze(-1).reshape(lead)
 
 
-def log_probs_of(
+def sample_and_score(
     logits: Tensor,
-    codes: Tensor,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-) -> Tensor:
-    """The log-probability of ``codes`` (...) under the distribution ``sample_from_logits``
-    draws from with the same options (after temperature and filters; ``-inf`` for a filtered
-    code) -> (...) float. Temperature 0 (argmax) scores with the unscaled softmax, which ranks
-    the drawn codes by the model's confidence in them (MaskGIT's use)."""
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw one code per row of ``logits`` (N, K) and score it: (codes (N,), their
+    log-probabilities (N,)) under the distribution drawn from (after temperature and filters).
+    Temperature 0 draws the argmax and scores it with the unscaled softmax, which ranks the
+    codes by the model's confidence in them (MaskGIT's use).
+
+    The distribution is ``sample_from_logits``'s; the draw is another use of the generator:
+    one uniform number a row through the inverse CDF instead of an exponential per code
+    (``torch.multinomial``), which is 15× slower for MaskGIT's hundreds of rows a step.
+    """
     _check_options(temperature, top_k, top_p)
-    flat = logits.detach().reshape(-1, logits.shape[-1])  # (N, K)
-    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    if logits.dim() != 2 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have shape (N, K) with K >= 1, got {tuple(logits.shape)}")
+    flat = logits.detach().to(torch.promote_types(logits.dtype, torch.float32))  # (N, K)
+    if temperature == 0:
+        drawn = flat.argmax(dim=-1)
+    else:
+        if temperature != 1:
+            flat = flat / temperature
+        if top_k is not None or top_p is not None:
+            flat = filter_logits(flat, top_k=top_k, top_p=top_p)
+    log_probs = flat.log_softmax(dim=-1)  # (N, K), -inf where filtered
     if temperature != 0:
-        flat = filter_logits(flat / temperature, top_k=top_k, top_p=top_p)
-    log_probs = flat.log_softmax(dim=-1)  # (N, K)
-    return log_probs.gather(-1, codes.reshape(-1, 1).long()).reshape(codes.shape)
+        # One uniform number per row, r <= 1 - 2^-24 (float32), so in float64 r·total < total
+        # and the first code whose cumulative mass exceeds it has mass > 0: never a filtered
+        # code.
+        cdf = log_probs.double().exp_().cumsum_(dim=-1)  # (N, K)
+        r = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device).double()
+        drawn = torch.searchsorted(cdf, r * cdf[:, -1:], right=True).squeeze(-1)  # (N,)
+    return drawn, log_probs.gather(-1, drawn[:, None]).squeeze(-1)
