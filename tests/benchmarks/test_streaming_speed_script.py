@@ -1,0 +1,33 @@
+"""benchmarks/streaming_speed.py in --quick mode (a small causal network, short synthetic clips)
+writes one row per chunk size and the offline row, with rates that agree with the timings,
+outputs within 1e-5 of the offline pass, and the machine it ran on."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "streaming_speed.py"
+
+
+def test_streaming_speed_rows(tmp_path):
+    out = tmp_path / "s.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--also-threads"]
+    cmd += ["--data", "", "--out", str(out)]  # synthetic clips
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.rstrip().endswith(f"threads=1; wrote {out}")
+    rows = json.loads(out.read_text())
+    assert [r["chunk_hops"] for r in rows] == [1, 7, 10, 20, 64, None]  # 1024-sample clips
+    for r in rows:
+        assert r["threads"] == 1 and r["batch"] == 1 and r["cpu"] and r["date"]
+        assert "streaming_speed.py" in r["command"] and r["algorithmic_latency_ms"] == 2.0
+        seconds = r["clip_samples"] / r["sample_rate"]
+        assert r["x_realtime"] == pytest.approx(seconds / (r["median_ms_per_clip"] / 1000), 0.01)
+        if r["mode"] == "streaming":
+            assert r["max_abs_diff"] <= 1e-5
+            assert r["chunk_ms"] == r["chunk_hops"] * 2.0
