@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, section in case_configs(args.sweep).items():
         cls = PRIORS.get(section.kind)
         sized = cls.fitted_config(
-            section, grid=level.prior_grid, codebook_size=level.codebook_size,
+            section, grid=level.shape, codebook_size=level.codebook_size,
             num_classes=num_classes, train_items=len(codes),
         )  # fmt: skip
         torch.manual_seed(0)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "channels": sized.channels,
             "layers": sized.layers,
             "kernel_size": sized.kernel_size,
-            "grid": list(level.prior_grid),
+            "grid": list(level.shape),
             "codebook_size": level.codebook_size,
             "params": n,
             "mb": round(n * 4 / 2**20, 2),

@@ -7,7 +7,9 @@ varints unless a width is given; byte order of fixed-width fields is big-endian.
     flags        1   bit 0: a class label leads each item's stream; bit 1: item names;
                      bit 2: item lengths (audio: real samples)
     items        varint
-    levels       varint, then per level: K, the number of dimensions, each dimension
+    levels       varint, then per level: K, the number of dimensions, each dimension (one
+                 item's coded codes; a residual stack (L, T') coded to its first k levels
+                 records (k, T'), so the archive says how many levels to decode)
     [lengths]    one varint per item
     [names]      per item: byte length, UTF-8
     stream sizes one varint per item (bytes)

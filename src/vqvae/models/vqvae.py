@@ -99,8 +99,8 @@ class VQVAE(Pretrained, nn.Module):
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Code indices (B, h, w), or (B, L, h, w) for a residual quantizer -> images (B, C, H, W)
-        in data space."""
+        """Code indices (B, h, w), or (B, k, h, w) for a residual quantizer (its first k <= L
+        levels) -> images (B, C, H, W) in data space."""
         levels = self.quantizer.index_levels
         if indices.dim() != (4 if levels else 3):
             expected = f"(B, {levels}, h, w)" if levels else "(B, h, w)"

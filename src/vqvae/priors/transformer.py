@@ -239,7 +239,8 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
     def fitted_config(
         cls, config, *, grid, codebook_size, num_classes, cond_codebook_size=0, train_items=None
     ):
-        """2D maps keep the configured largest grid; 1D sequences set the "1d" layout and
+        """2D maps keep the configured largest grid, grown to hold the map (a residual stack
+        of audio codes (L, T) has hundreds of columns); 1D sequences set the "1d" layout and
         ``max_length`` = their length (audio code sequences). Sizes left None follow the
         grid and K (``fitted_sizes``); sizes set are kept."""
         if cond_codebook_size:
@@ -252,6 +253,10 @@ class TransformerPrior(Pretrained, AutoregressivePrior):
         elif len(grid) != 2:
             raise ConfigError(
                 f"prior.kind = 'transformer' models code maps or sequences, not {grid}"
+            )
+        elif config.layout == "2d":
+            sizes.update(
+                max_rows=max(config.max_rows, grid[0]), max_cols=max(config.max_cols, grid[1])
             )
         return configs.replace(config, "prior", **sizes)
 

@@ -14,6 +14,10 @@ ignored elsewhere (so switching ``kind`` never requires unsetting anything):
 ``simvq``       codebook = frozen random basis × learned linear map (gradient codebook)
 ==============  ========================================================================
 
+``quantizer_dropout`` = p > 0 (``residual`` only) trains for every depth: with probability p a
+training step uses only the first n ~ U{1..L} levels (SoundStream's quantizer dropout; see
+``quantizers.residual``), so the first k levels of the codes decode well for every k.
+
 ``lookup_dim`` > 0 wraps any codebook kind in a learned projection D -> lookup_dim -> D and
 ``gradient`` picks the estimator (straight-through or the rotation trick) of any codebook kind.
 
@@ -73,6 +77,9 @@ class QuantizerConfig:
     gradient: Literal["ste", "rotation"] = "ste"  # straight-through or rotation trick (codebooks)
     lookup_dim: int = 0  # search in a learned projection to this many dims (0 = off; codebooks)
     levels: int = 2  # residual: number of quantizers on successive residuals
+    # residual: probability that a training step uses a random number n ~ U{1..L} of levels
+    # (quantizer dropout; 1 = SoundStream's, 0 = off)
+    quantizer_dropout: float = 0.0
     fsq_levels: tuple[int, ...] = ()  # fsq: bins per channel; () = the paper's set for K
     # lfq, bsq: the entropy penalty's weight, the batch entropy's weight γ against the
     # per-sample entropy, and the temperature τ of the soft assignment exp(-||u - c||² / τ)
@@ -101,6 +108,10 @@ class QuantizerConfig:
             raise bad("lookup_dim", f"must be >= 0 (0 = off), got {self.lookup_dim}")
         if self.levels < 1:
             raise bad("levels", f"must be at least 1, got {self.levels}")
+        if not 0 <= self.quantizer_dropout <= 1:
+            raise bad("quantizer_dropout", f"must be in [0, 1], got {self.quantizer_dropout}")
+        if self.quantizer_dropout and self.kind != "residual":
+            raise bad("quantizer_dropout", f"applies to kind = 'residual' only, not {self.kind!r}")
         if self.entropy_weight < 0:
             raise bad("entropy_weight", f"must be >= 0, got {self.entropy_weight}")
         if self.entropy_batch_weight < 0:
@@ -201,7 +212,9 @@ def _cosine(config: QuantizerConfig) -> CodebookQuantizer:
 @QUANTIZERS.register("residual")
 def _residual(config: QuantizerConfig) -> Quantizer:
     levels = [_ema(config) for _ in range(config.levels)]  # EMA codebooks on each residual
-    return ResidualVectorQuantizer(levels, beta=config.beta, gradient=config.gradient)
+    return ResidualVectorQuantizer(
+        levels, beta=config.beta, gradient=config.gradient, dropout=config.quantizer_dropout
+    )
 
 
 @QUANTIZERS.register("fsq")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae import configs, distributed
@@ -59,14 +60,14 @@ class CodeLevel:
 
     name: str  # "" for a family's only level; "top" / "bottom" for VQ-VAE-2
     codebook_size: int
-    shape: tuple[int, ...]  # one item's indices: (h, w), (T,), or (L, h, w) when residual
-    residual_levels: int = 0  # > 0: L stacked residual maps (no prior models those)
+    shape: tuple[int, ...]  # one item's indices: (h, w), (T,), or (L, h, w) / (L, T) residual
+    # > 0: L stacked residual maps. A prior models a stack of sequences (L, T) as a 2D map,
+    # levels as rows: raster order is level-major, so the first k levels are a prefix of it
+    # and their codes cost exactly what the prior's first k·T conditionals say (the codec's
+    # --levels). Stacks of 2D maps (L, h, w) have no prior.
+    residual_levels: int = 0
     section: str = "prior"  # the RunConfig section that configures this level's prior
     conditioned_on: int | None = None  # the level whose codes condition this level's prior
-
-    @property
-    def prior_grid(self) -> tuple[int, ...]:
-        return self.shape[1:] if self.residual_levels else self.shape
 
 
 @dataclass
@@ -141,6 +142,12 @@ class ModelFamily:
     def fidelity(self, model: nn.Module, part: Any, outputs: np.ndarray) -> dict[str, float]:
         """How close ``outputs`` (the reconstructions of ``part``) are to it."""
         raise NotImplementedError
+
+    def depth_fidelity(self, model: nn.Module, part: Any, outputs: np.ndarray) -> dict[str, float]:
+        """What ``evaluate`` measures of the outputs decoded from each depth of a residual
+        stack (``depth_metrics``): ``fidelity``, and whatever slower measures of outputs a
+        family adds (the audio family's PESQ and STOI)."""
+        return self.fidelity(model, part, outputs)
 
     def rates(self, model: nn.Module) -> dict[str, float]:
         """What the codes cost (bits per image / per second / per vector)."""
@@ -396,10 +403,11 @@ class ModelFamily:
                 "sample from"
             )
         for level in levels:
-            if level.residual_levels:
+            if level.residual_levels and len(level.shape) > 2:
                 raise VQVAEError(
-                    f"{run.path}: a prior models one index map per item, but this run's "
-                    f"residual quantizer gives {level.residual_levels} (indices (N, L, ...))"
+                    f"{run.path}: a prior models one 2D map per item (a residual stack of "
+                    f"sequences, (L, T), is one), but this run's residual quantizer gives "
+                    f"{level.residual_levels} maps of {level.shape[1:]} (indices (N, L, h, w))"
                 )
         return levels
 
@@ -490,7 +498,7 @@ class ModelFamily:
         cond = levels[level.conditioned_on].codebook_size if level.conditioned_on is not None else 0
         filled = cls.fitted_config(
             section,
-            grid=level.prior_grid,
+            grid=level.shape,
             codebook_size=level.codebook_size,
             num_classes=num_classes,
             cond_codebook_size=cond,
@@ -712,6 +720,7 @@ class ModelFamily:
             metrics.update(
                 self.prior_metrics(model, priors, self.split_codes(run, model, data, "test"))
             )
+        metrics.update(self.depth_metrics(model, data.test, priors))
         if samples:
             metrics.update(
                 self.sample_quality(
@@ -720,6 +729,47 @@ class ModelFamily:
             )
         metrics["data"] = data.spec
         atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+    @torch.no_grad()
+    def depth_metrics(self, model: nn.Module, part: Any, priors: list[Prior]) -> dict[str, float]:
+        """For a model whose one code level is a residual stack of L levels, each depth k =
+        1..L (quantizer dropout trains one model for all of them): ``depth_fidelity`` of the
+        outputs decoded from the first k levels as ``levels_{k}_<metric>``, the raw rates at
+        k levels (``levels_{k}_bitrate_bps``: rates grow linearly in k) and, with an exact
+        prior, the held-out NLL of the first k levels per unit (``levels_{k}_prior_nll_bits_
+        per_second``: what ``compress --levels k`` costs, give or take the archive's few bytes
+        an item). Nothing for other models."""
+        levels = self.code_levels(model)
+        if len(levels) != 1 or not levels[0].residual_levels:
+            return {}
+        depth = levels[0].residual_levels
+        (codes,) = self.encode(model, self.inputs(part, model))  # (N, L, ...)
+        rates = {k: v for k, v in self.rates(model).items() if k.startswith("bit")}
+        metrics: dict[str, float] = {}
+        for k in range(1, depth + 1):
+            fidelity = self.depth_fidelity(model, part, self.decode(model, [codes[:, :k]]))
+            metrics.update({f"levels_{k}_{name}": v for name, v in fidelity.items()})
+            metrics.update({f"levels_{k}_{name}": v * k / depth for name, v in rates.items()})
+        if not priors or not priors[0].exact_likelihood:
+            return metrics
+        conditional = priors[0].config.num_classes and part.labels is not None
+        bits = np.zeros(depth)  # per level, over the split
+        for i in range(0, len(codes), self.batch):
+            c = torch.from_numpy(codes[i : i + self.batch])
+            lab = (
+                torch.from_numpy(part.labels[i : i + len(c)].astype(np.int64))
+                if conditional
+                else None
+            )
+            (logits,) = self.prior_logits(model, priors, [c], lab)  # (B, K, L, ...)
+            nats = F.cross_entropy(logits, c, reduction="none")  # (B, L, ...)
+            bits += nats.transpose(0, 1).flatten(1).sum(1).double().numpy() / math.log(2)
+        for unit, size in self.item_sizes(model).items():
+            for k, total in enumerate(np.cumsum(bits), start=1):
+                metrics[f"levels_{k}_prior_nll_bits_per_{unit}"] = float(total) / (
+                    len(codes) * size
+                )
         return metrics
 
     def sample_quality(self, run, model, priors, data, n, classifier_dir, options, seed) -> dict:
