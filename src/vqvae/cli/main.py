@@ -88,6 +88,17 @@ def _decode_steps(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _chunk(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--chunk",
+        type=int,
+        metavar="N",
+        help=f"causal audio models (model.causal = true): {verb} as a stream, N hops at a time "
+        "(a hop is model.downsample samples, one code); the codes, so the archive, are the "
+        "offline pass's, the audio agrees to float rounding",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vqvae", description="VQ-VAE: learn discrete codes, train a prior over them, sample."
@@ -208,6 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
         "class that codes each item in the fewest bits)",
     )
     p.add_argument("--batch", type=int, default=64, help="items coded together (default 64)")
+    _chunk(p, "encode")
+    depth = p.add_mutually_exclusive_group()
+    depth.add_argument(
+        "--levels",
+        type=int,
+        help="residual quantizer: code only the first K of its L levels (default: all; the "
+        "archive records K, decompress decodes K levels)",
+    )
+    depth.add_argument(
+        "--bitrate",
+        type=float,
+        metavar="BPS",
+        help="residual quantizer: code the most levels whose raw rate (codes per second x "
+        "levels x log2 K, before entropy coding) is at most BPS bits per second",
+    )
 
     p = sub.add_parser("decompress", help="decode an archive into PNG (or WAV) files")
     p.add_argument("archive")
@@ -216,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pretrained", metavar="NAME", help="the shipped model that compressed it")
     p.add_argument("--out", required=True, help="folder for the files")
     p.add_argument("--batch", type=int, default=64, help="items decoded together (default 64)")
+    _chunk(p, "decode")
 
     p = sub.add_parser("download", help="download MNIST or Fashion-MNIST (checksums verified)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
@@ -249,6 +276,9 @@ OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
     ("threads", ">= 1", lambda v: v >= 1),
     ("guidance_scale", "a finite number", math.isfinite),
     ("decode_steps", ">= 1", lambda v: v >= 1),
+    ("chunk", ">= 1 (hops)", lambda v: v >= 1),
+    ("levels", ">= 1", lambda v: v >= 1),
+    ("bitrate", "a number > 0", lambda v: math.isfinite(v) and v > 0),
 ]
 
 
@@ -360,13 +390,15 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("compress: give RUN INPUT, or --pretrained NAME INPUT")
         report = compress_input(
             run_folder(args), args.input, args.out, split=args.split, label=args.label,
-            batch=args.batch,
+            batch=args.batch, levels=args.levels, bitrate=args.bitrate, chunk=args.chunk,
         )  # fmt: skip
         _print_metrics(f"wrote {args.out} (report: {args.out}.json)", report)
     elif args.command == "decompress":
         from vqvae.codec import decompress_file
 
-        report = decompress_file(args.archive, run_folder(args), args.out, batch=args.batch)
+        report = decompress_file(
+            args.archive, run_folder(args), args.out, batch=args.batch, chunk=args.chunk
+        )
         _print_metrics(f"wrote {report['items']} files to {args.out}", report)
     elif args.command == "download":
         from vqvae.data import download_dataset

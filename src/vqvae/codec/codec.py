@@ -15,6 +15,12 @@ the model, so the 8-bit images written do not depend on the batch size either.
     codec = Codec.from_run("runs/mnist")
     data = codec.compress(images)               # (N, 1, 28, 28) in [0, 1] -> bytes
     indices, decoded = codec.decompress(data)   # [(N, 7, 7) codes], (N, 1, 28, 28)
+
+A residual stack of sequences (L, T') is coded as one 2D map, levels as rows, by a prior
+trained on such maps: raster order is level-major, so coding only the first k levels
+(``levels=k``, ``vqvae compress --levels k`` or ``--bitrate``) is coding a prefix of the
+positions, and costs exactly the prior's first k·T' conditionals — one model and one prior
+serve every depth. The archive records the coded shape (k, T'); decoding sums k levels.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 from vqvae.codec.archive import Archive, ArchiveError, codes_crc
 from vqvae.codec.tables import frequencies
 from vqvae.errors import ConfigError, VQVAEError
+from vqvae.models.audio_stream import check_hops, decode_in_chunks, encode_in_chunks
 from vqvae.pipeline.families import FAMILIES, ModelFamily
 from vqvae.pipeline.run import RunDir
 from vqvae.priors.base import autoregressive
@@ -79,8 +86,6 @@ class Codec:
         if not self.levels:
             raise VQVAEError(f"model.kind = {family.kind!r} has no codes to entropy-code")
         for level, prior in zip(self.levels, priors, strict=True):
-            if level.residual_levels:
-                raise VQVAEError("the codec codes one index map per level, not residual stacks")
             if not getattr(prior, "exact_likelihood", True):
                 raise VQVAEError(
                     f"{level.section}.kind = {prior.config.kind!r} has no exact likelihood to "
@@ -115,9 +120,29 @@ class Codec:
         self.batch = batch
 
     # ------------------------------------------------------------------ the library
-    def encode(self, inputs: np.ndarray) -> list[np.ndarray]:
-        """Items (as the model's encoder takes them) -> codes, one (N, *shape) array a level."""
-        return self.family.encode(self.model, inputs)
+    def encode(self, inputs: np.ndarray, chunk: int | None = None) -> list[np.ndarray]:
+        """Items (as the model's encoder takes them) -> codes, one (N, *shape) array a level.
+        ``chunk``: run a causal model's encoder as it streams, ``chunk`` hops at a time (the
+        same codes)."""
+        if chunk is None:
+            return self.family.encode(self.model, inputs)
+        self.check_chunk(chunk)
+        x = torch.from_numpy(np.asarray(inputs, np.float32))
+        codes = [
+            encode_in_chunks(self.model, x[i : i + self.batch], chunk)
+            for i in range(0, len(x), self.batch)
+        ]
+        return [torch.cat(codes).numpy()]
+
+    def check_chunk(self, chunk: int) -> None:
+        """A ``chunk`` of hops to stream by: an integer >= 1, and a model that streams (one
+        that states its ``latency_samples``: a causal audio model)."""
+        check_hops(chunk)
+        if getattr(self.model, "latency_samples", None) is None:
+            raise ConfigError(
+                f"--chunk needs a causal audio model (model.causal = true); this run's model "
+                f"(model.kind = {self.family.kind!r}) does not stream"
+            )
 
     def compress(
         self,
@@ -126,11 +151,64 @@ class Codec:
         *,
         names: list[str] | None = None,
         lengths: np.ndarray | None = None,
+        levels: int | None = None,
     ) -> bytes:
         """Items -> an archive. ``labels`` (N,) for a conditional prior (None: each item gets
         the class its codes cost the fewest bits under); ``names`` and ``lengths`` (audio:
-        real samples) are stored for the decoder's files."""
-        return self.compress_codes(self.encode(inputs), labels, names=names, lengths=lengths)
+        real samples) are stored for the decoder's files; ``levels``: code only the first
+        that many residual levels (None: all)."""
+        codes = self.truncate(self.encode(inputs), self.depth(levels))
+        return self.compress_codes(codes, labels, names=names, lengths=lengths)
+
+    # ------------------------------------------------------------------ residual depth
+    @property
+    def residual_levels(self) -> int:
+        """L of the model's residual stack; 0 when its codes have none (no --levels)."""
+        return max((level.residual_levels for level in self.levels), default=0)
+
+    def depth(self, levels: int | None = None, bitrate: float | None = None) -> int | None:
+        """How many residual levels to code: ``levels`` (1 <= levels <= L), or for
+        ``bitrate`` (bits per second) the largest k whose raw rate before entropy coding,
+        codes per second · k · log2 K, is at most it (the archive is smaller: it costs the
+        prior's NLL); None, all L, when neither is given. A ``ConfigError`` naming the
+        option for a value out of range or a model without residual levels."""
+        if levels is None and bitrate is None:
+            return None
+        if levels is not None and bitrate is not None:
+            raise ConfigError("give --levels or --bitrate, not both")
+        option = "--levels" if levels is not None else "--bitrate"
+        depth = self.residual_levels
+        if not depth:
+            raise ConfigError(
+                f"{option} applies to a residual quantizer (model.quantizer.kind = 'residual'); "
+                "this run's codes have one level"
+            )
+        if levels is not None:
+            if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= depth:
+                raise ConfigError(
+                    f"--levels must be in [1, {depth}] (the model's levels), got {levels}"
+                )
+            return levels
+        full = getattr(self.model, "bits_per_second", None)
+        if full is None:
+            raise ConfigError("--bitrate needs a model with a bitrate per second; use --levels")
+        per_level = full / depth  # codes per second · log2 K
+        if not (math.isfinite(bitrate) and bitrate >= per_level):
+            raise ConfigError(
+                f"--bitrate must be at least one level's raw rate, {per_level:g} bit/s, "
+                f"got {bitrate}"
+            )
+        return min(depth, math.floor(bitrate / per_level * (1 + 1e-12)))  # 2500·k: k
+
+    def truncate(self, codes: list[np.ndarray], levels: int | None) -> list[np.ndarray]:
+        """Codes with every residual stack cut to its first ``levels`` levels (None: as they
+        are). The first k levels of an L-level encoding are the k-level encoding."""
+        if levels is None:
+            return codes
+        return [
+            c[:, :levels] if level.residual_levels else c
+            for c, level in zip(codes, self.levels, strict=True)
+        ]
 
     def decompress(self, data: bytes) -> tuple[list[np.ndarray], np.ndarray]:
         """An archive -> (codes per level, decoded outputs)."""
@@ -160,7 +238,7 @@ class Codec:
             streams += self._encode_batch(part, lab)
         archive = Archive(
             self.model_id,
-            [level.shape for level in self.levels],
+            [tuple(c.shape[1:]) for c in codes],  # a residual stack: (k, ...), k levels coded
             [level.codebook_size for level in self.levels],
             streams,
             codes_crc(codes, labels),
@@ -178,28 +256,35 @@ class Codec:
                 f"{source}: made with another model or prior (id {archive.model_id.hex()}; "
                 f"this run's is {self.model_id.hex()})"
             )
-        want = [(level.shape, level.codebook_size) for level in self.levels]
-        if list(zip(archive.shapes, archive.codebook_sizes, strict=False)) != want:
+        sizes = [level.codebook_size for level in self.levels]
+        if archive.codebook_sizes != sizes or not all(
+            _fits(shape, level) for shape, level in zip(archive.shapes, self.levels, strict=True)
+        ):
             raise ArchiveError(f"{source}: code shapes {archive.shapes} do not match the model's")
         if archive.labelled != bool(self.label_rows):
             raise ArchiveError(f"{source}: class labels do not match the prior's")
         return archive
 
-    def decompress_archive(self, data: bytes, source: str = "archive") -> Decompressed:
-        """Decode every item of an archive (in batches of ``self.batch``) and its outputs."""
+    def decompress_archive(
+        self, data: bytes, source: str = "archive", chunk: int | None = None
+    ) -> Decompressed:
+        """Decode every item of an archive (in batches of ``self.batch``) and its outputs
+        (``chunk``: see ``decode``)."""
         archive = self.read(data, source)
         n = len(archive)
         codes: list[list[Tensor]] = [[] for _ in self.levels]
         labels: list[Tensor] = []
         for i in range(0, n, self.batch):
-            part, lab = self._decode_batch(archive.streams[i : i + self.batch], source)
+            part, lab = self._decode_batch(
+                archive.streams[i : i + self.batch], source, archive.shapes
+            )
             for j, c in enumerate(part):
                 codes[j].append(c)
             if lab is not None:
                 labels.append(lab)
         indices = [
-            torch.cat(c).numpy() if c else np.zeros((0, *level.shape), np.int64)
-            for c, level in zip(codes, self.levels, strict=True)
+            torch.cat(c).numpy() if c else np.zeros((0, *shape), np.int64)
+            for c, shape in zip(codes, archive.shapes, strict=True)
         ]
         label_array = torch.cat(labels).numpy() if labels else None
         if archive.labelled and label_array is None:
@@ -210,16 +295,27 @@ class Codec:
                 "this machine's prior computed other probabilities than the encoder's"
             )
         lengths = None if archive.lengths is None else np.asarray(archive.lengths, np.int64)
-        return Decompressed(indices, self.decode(indices), label_array, archive.names, lengths)
+        outputs = self.decode(indices, chunk)
+        return Decompressed(indices, outputs, label_array, archive.names, lengths)
 
-    def decode(self, indices: list[np.ndarray]) -> np.ndarray:
+    def decode(self, indices: list[np.ndarray], chunk: int | None = None) -> np.ndarray:
         """Codes -> outputs, by a float64 copy of the model: the same outputs (to 1e-12)
-        whatever the batch size, so 8-bit files written from them are reproducible."""
+        whatever the batch size, so 8-bit files written from them are reproducible.
+        ``chunk``: run a causal model's decoder as it streams, ``chunk`` codes at a time."""
+        if chunk is not None:
+            self.check_chunk(chunk)
         if self._model64 is None:
             self._model64 = copy.deepcopy(self.model).double().eval()
         if not len(indices[0]):
             return np.zeros((0,), np.float32)
-        return self.family.decode(self._model64, indices).astype(np.float32)
+        if chunk is None:
+            return self.family.decode(self._model64, indices).astype(np.float32)
+        codes = torch.from_numpy(indices[0])
+        out = [
+            self.family.finish(decode_in_chunks(self._model64, codes[i : i + self.batch], chunk))
+            for i in range(0, len(codes), self.batch)
+        ]
+        return torch.cat(out).numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ measurements
     @torch.no_grad()
@@ -262,8 +358,9 @@ class Codec:
             raise ValueError(f"{len(codes)} code arrays for {len(self.levels)} levels")
         n = len(codes[0])
         for c, level in zip(codes, self.levels, strict=True):
-            if tuple(c.shape) != (n, *level.shape):
-                raise ValueError(f"codes of shape {tuple(c.shape)}, expected (N, *{level.shape})")
+            if c.ndim != 1 + len(level.shape) or len(c) != n or not _fits(c.shape[1:], level):
+                what = "(N, k <= L, ...)" if level.residual_levels else "(N, *shape)"
+                raise ValueError(f"codes of shape {tuple(c.shape)}, expected {what}, {level.shape}")
             if c.size and (int(c.min()) < 0 or int(c.max()) >= level.codebook_size):
                 raise ValueError(f"codes outside [0, {level.codebook_size})")
         return n
@@ -276,18 +373,22 @@ class Codec:
             raise ConfigError(f"labels must lie in [0, {self.label_rows})")
         return labels.astype(np.int64)
 
-    def _levels(self, n: int, labels: Tensor | None, choose_at: Any) -> list[Tensor]:
+    def _levels(
+        self, n: int, labels: Tensor | None, choose_at: Any, shapes: list[tuple[int, ...]]
+    ) -> list[Tensor]:
         """Run every level's prior over ``n`` items in order (a conditioned level after the
-        level it reads): ``choose_at(j)`` gives level j's ``choose(logits, t) -> codes``."""
+        level it reads): ``choose_at(j)`` gives level j's ``choose(logits, t) -> codes``.
+        ``shapes``: each level's coded shape, the level's own or, for a residual stack, its
+        first k rows: the decoder runs over the whole map and stops after that prefix."""
         out: list[Tensor] = []
         for j, (level, prior) in enumerate(zip(self.levels, self._priors64, strict=True)):
-            codes = torch.zeros(n, math.prod(level.shape), dtype=torch.long)
+            codes = torch.zeros(n, math.prod(shapes[j]), dtype=torch.long)
             above = level.conditioned_on
-            cond = None if above is None else out[above].reshape(n, *self.levels[above].shape)
+            cond = None if above is None else out[above].reshape(n, *shapes[above])
             with torch.no_grad():
                 decoder = prior.decoder(n, level.shape, labels, cond)
                 autoregressive(decoder, codes, 0, choose_at(j))
-            out.append(codes.reshape(n, *level.shape))
+            out.append(codes.reshape(n, *shapes[j]))
         return out
 
     def _encode_batch(self, codes: list[Tensor], labels: Tensor | None) -> list[bytes]:
@@ -305,7 +406,7 @@ class Codec:
 
             return choose
 
-        self._levels(n, labels, choose_at)
+        self._levels(n, labels, choose_at, [tuple(c.shape[1:]) for c in codes])
         streams = []
         for b in range(n):
             parts = [(f[b].numpy(), tab[b]) for f, tab in zip(flat, tables, strict=True)]
@@ -315,7 +416,7 @@ class Codec:
         return streams
 
     def _decode_batch(
-        self, streams: list[bytes], source: str
+        self, streams: list[bytes], source: str, shapes: list[tuple[int, ...]]
     ) -> tuple[list[Tensor], Tensor | None]:
         c = _constriction()
         model = c.stream.model.Categorical(perfect=False)
@@ -341,7 +442,16 @@ class Codec:
 
             return choose
 
-        return self._levels(len(streams), labels, choose_at), labels
+        return self._levels(len(streams), labels, choose_at, shapes), labels
+
+
+def _fits(shape: tuple[int, ...], level: Any) -> bool:
+    """Whether codes of one item's ``shape`` are ``level``'s: its shape, or for a residual
+    stack (L, ...) the first k levels, (k, ...) with 1 <= k <= L."""
+    shape = tuple(shape)
+    if not level.residual_levels or len(shape) != len(level.shape):
+        return shape == tuple(level.shape)
+    return 1 <= shape[0] <= level.shape[0] and shape[1:] == tuple(level.shape[1:])
 
 
 def _encode_item(parts: list[tuple[np.ndarray, np.ndarray]]) -> bytes:

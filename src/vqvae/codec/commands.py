@@ -55,10 +55,18 @@ def compress_input(
     split: str = "test",
     label: int | None = None,
     batch: int = DEFAULT_BATCH,
+    levels: int | None = None,
+    bitrate: float | None = None,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """Compress ``source`` with the run's model and prior(s) into the archive ``out``; write
-    ``out``.json with the report, and return it."""
+    ``out``.json with the report, and return it. ``levels`` or ``bitrate`` (bits per second,
+    raw): code only the first k residual levels (``Codec.depth``). ``chunk``: encode as a
+    causal model streams, ``chunk`` hops at a time (the same codes, so the same archive)."""
     codec = Codec.from_run(run, batch)
+    if chunk is not None:
+        codec.check_chunk(chunk)
+    depth = codec.depth(levels, bitrate)  # checked before any input is read
     if label is not None and not codec.label_rows:
         raise ConfigError("--label given but the prior is unconditional")
     classes = codec.priors[0].config.num_classes
@@ -72,7 +80,7 @@ def compress_input(
     if label is not None:
         labels = np.full(n, label, np.int64)
     start = time.perf_counter()
-    codes = codec.encode(items.inputs)
+    codes = codec.truncate(codec.encode(items.inputs, chunk), depth)
     encoded = time.perf_counter()
     labels = codec.coded_labels(codes, labels)
     data = codec.compress_codes(codes, labels, names=items.names, lengths=items.lengths)
@@ -91,6 +99,8 @@ def compress_input(
         "prior_nll_bits_per_item": nll / n,
         "payload_over_nll": 8 * payload / nll if nll else None,
     }
+    if codec.residual_levels:  # the residual levels coded, of the model's L
+        report["levels"] = depth or codec.residual_levels
     if fmt is not None:
         if items.lengths is not None and fmt.unit == "second":
             units = float(np.sum(items.lengths)) / codec.model.config.sample_rate
@@ -104,6 +114,7 @@ def compress_input(
             "encode_seconds": encoded - start,
             "items_per_second": n / (done - start),
             "batch": batch,
+            "chunk_hops": chunk,
             "threads": torch.get_num_threads(),
         }
     )
@@ -112,19 +123,27 @@ def compress_input(
 
 
 def decompress_file(
-    archive: str | Path, run: str | Path, out: str | Path, *, batch: int = DEFAULT_BATCH
+    archive: str | Path,
+    run: str | Path,
+    out: str | Path,
+    *,
+    batch: int = DEFAULT_BATCH,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """Decode the archive with the run's model and prior(s) and write one file per item into
     the folder ``out`` (named after the inputs, or 00000, 00001, …). Nothing is written unless
-    the whole archive decodes and its codes checksum matches."""
+    the whole archive decodes and its codes checksum matches. ``chunk``: decode as a causal
+    model streams, ``chunk`` codes at a time."""
     path = Path(archive)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     codec = Codec.from_run(run, batch)
+    if chunk is not None:
+        codec.check_chunk(chunk)
     fmt = ITEM_FORMATS.get(codec.family.kind, "model.kind")
     data = path.read_bytes()
     start = time.perf_counter()
-    result = codec.decompress_archive(data, str(path))
+    result = codec.decompress_archive(data, str(path), chunk=chunk)
     seconds = time.perf_counter() - start
     n = len(result.indices[0])
     names = result.names or [f"{i:05d}" for i in range(n)]
@@ -140,12 +159,15 @@ def decompress_file(
         target.parent.mkdir(parents=True, exist_ok=True)
         fmt.write(codec.model, target, item)
         written.append(target)
+    depth = {"levels": result.indices[0].shape[1]} if codec.residual_levels else {}
     return {
         "items": n,
+        **depth,  # the residual levels the archive holds (it records them), decoded
         "out": str(out),
         "seconds": seconds,
         "items_per_second": n / seconds if seconds else None,
         "batch": batch,
+        "chunk_hops": chunk,
         "threads": torch.get_num_threads(),
     }
 

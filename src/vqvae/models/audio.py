@@ -11,6 +11,11 @@ random ``window``-sample crops of them (convolutions do not care about the lengt
 make a step cheap); ``encode``/``decode_indices`` work on any length divisible by ``downsample``,
 so whole clips are encoded to ``length / downsample`` codes: ``sample_rate / downsample`` codes
 per second.
+
+With ``causal = true`` every convolution sees only the past, and the model also streams:
+``stream_encoder()`` / ``stream_decoder()`` (``vqvae.models.audio_stream``) code chunks of any
+whole number of hops (``downsample`` samples) into the offline pass's codes and output, with an
+algorithmic latency of one hop (``latency_samples``; no lookahead).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import Tensor, nn
 
 from vqvae.errors import ConfigError
 from vqvae.models.audio_losses import log_mel_loss, multi_resolution_stft_loss
+from vqvae.models.audio_stream import StreamDecoder, StreamEncoder
 from vqvae.nets.conv1d import Decoder1d, Encoder1d
 from vqvae.nets.modes import eval_mode
 from vqvae.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
@@ -42,6 +48,7 @@ class AudioVQVAEConfig:
     downsample: int = 16  # T / T' (a power of two, 4 .. 64 are typical)
     hidden: int = 128  # channels at the code rate (halved at each finer level, >= 16)
     res_blocks: int = 2  # dilated residual units at every time resolution
+    causal: bool = False  # convolutions see only the past: the model streams (stream_encoder)
     time_weight: float = 1.0  # weight of MSE / data_variance
     stft_weight: float = 1.0  # weight of the multi-resolution STFT loss (0 = off)
     stft_sizes: tuple[int, ...] = (512, 256, 128)  # FFT sizes (hop = n / 4)
@@ -117,9 +124,10 @@ class AudioVQVAE(Pretrained, nn.Module):
         super().__init__()
         self.config = config
         c, q = config, config.quantizer
-        self.encoder = Encoder1d(c.in_channels, c.hidden, c.res_blocks, q.dim, c.downsample)
+        shape = (c.hidden, c.res_blocks)
+        self.encoder = Encoder1d(c.in_channels, *shape, q.dim, c.downsample, c.causal)
         self.quantizer = build_quantizer(q)
-        self.decoder = Decoder1d(q.dim, c.hidden, c.res_blocks, c.in_channels, c.downsample)
+        self.decoder = Decoder1d(q.dim, *shape, c.in_channels, c.downsample, c.causal)
 
     # --- the forward pass -------------------------------------------------------------------
     def forward(self, x: Tensor) -> AudioVQVAEOutput:
@@ -191,6 +199,22 @@ class AudioVQVAE(Pretrained, nn.Module):
         """z_q (B, D, t) -> signals (B, C, t · downsample)."""
         return self.decoder(quantized)
 
+    # --- streaming (causal models) -----------------------------------------------------------
+    def stream_encoder(self) -> StreamEncoder:
+        """Samples in, codes out, chunk by chunk (``StreamEncoder.push``)."""
+        return StreamEncoder(self)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Codes in, samples out, chunk by chunk (``StreamDecoder.push``)."""
+        return StreamDecoder(self)
+
+    @property
+    def latency_samples(self) -> int | None:
+        """Algorithmic latency of streaming: one hop (a code covers ``downsample`` samples and
+        is emitted after its last one) + 0 samples of lookahead; chunks of n hops add n - 1.
+        None for a non-causal model, which does not stream."""
+        return self.config.downsample if self.config.causal else None
+
     @property
     def length_multiple(self) -> int:
         """Clips of any length that is a multiple of this are accepted (graph export keeps
@@ -204,7 +228,8 @@ class AudioVQVAE(Pretrained, nn.Module):
 
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Indices (B, t) (or (B, L, t)) -> signals (B, C, t · downsample)."""
+        """Indices (B, t) (or (B, k, t): the first k <= L residual levels) -> signals
+        (B, C, t · downsample)."""
         levels = self.quantizer.index_levels
         if indices.dim() != (3 if levels else 2):
             expected = f"(B, {levels}, t)" if levels else "(B, t)"

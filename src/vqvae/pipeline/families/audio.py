@@ -6,7 +6,8 @@ What an audio run folder holds besides the usual (config, model, checkpoints, lo
 RUN/spectrograms.png         originals above their reconstructions (test clips, one per class)
 RUN/audio/                   those clips as WAV files: original_*.wav, reconstruction_*.wav
 RUN/codes/                   code sequences (N, length / downsample) of each split
-RUN/prior/                   the Transformer prior over code sequences (layout "1d")
+RUN/prior/                   the Transformer prior over code sequences (layout "1d"; "2d"
+                             over a residual quantizer's (L, T') level × time maps)
 RUN/classifier/              the log-mel classifier that measures intelligibility
 RUN/evaluate_samples/        WAVs of the samples `vqvae evaluate --samples N` scored
 RUN/evaluate_samples.png     their spectrograms
@@ -19,14 +20,29 @@ Measured by ``evaluate`` (all on the test split; see ``vqvae.metrics.audio``):
   accuracy`` on the reconstructions; ``intelligibility_ratio`` = the second / the first;
 * ``probe_digit_accuracy`` / ``probe_speaker_accuracy`` with their ``*_chance``: logistic
   regression on bags of codes, trained on the training split's codes;
+* ``pesq_nb`` (narrowband PESQ, mean over the ``pesq_nb_scored`` clips PESQ scores;
+  ``pesq_nb_unscored`` it refused) and ``stoi`` (each speaker's clips concatenated, averaged
+  over the speakers; a folder without speakers is one speaker) of the reconstructions; omitted,
+  with one line on stderr saying why, without the ``speech`` extra;
+* with an autoregressive prior: ``bits_per_second_coded``, the codec's real payload (the
+  range-coded streams and their sizes, ``vqvae.codec``) over the seconds of real audio of the
+  ``coded_clips`` it compressed (every ⌈N / 100⌉-th test clip); ``bits_per_window_second_
+  coded`` over the clips' whole windows (padding included; the ideal beside it is ``prior_nll_
+  bits_per_second``); ``archive_bits_per_second``: the whole archive over the real seconds;
 * with a prior: held-out ``prior_nll_bits_per_code``, ``_per_second`` and ``_per_sample``;
+* a residual quantizer (L levels): each depth k = 1..L's measures of the outputs decoded from
+  the first k levels, ``levels_{k}_snr_db``, ``_lsd_db``, ``_pesq_nb``, ``_stoi``…, its raw
+  ``levels_{k}_bitrate_bps`` and with a prior ``levels_{k}_prior_nll_bits_per_second``
+  (``ModelFamily.depth_metrics``);
 * with ``--samples N``: ``sample_class_accuracy``, how often the classifier hears the class each
   class-conditional sample was drawn for.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +53,21 @@ from torch import Tensor, nn
 from vqvae import configs
 from vqvae.data import default_model_kind, load_codes
 from vqvae.data.audio import load_audio, write_wav
-from vqvae.errors import ConfigError
+from vqvae.errors import ConfigError, VQVAEError
 from vqvae.evaluation import LogMelClassifier, audio_classifier, class_accuracy, probe_scores
-from vqvae.metrics.audio import log_spectral_distance, snr_db
+from vqvae.metrics.audio import (
+    SpeechExtraMissing,
+    log_spectral_distance,
+    pesq_nb,
+    snr_db,
+    stoi_per_speaker,
+)
 from vqvae.pipeline import plots
 from vqvae.pipeline.families.base import ModelFamily, register_family
 from vqvae.priors import TransformerPriorConfig
 
 SHOWN = 10  # clips in the pictures after training: the first test clip of each class
+CODED_CLIPS = 100  # at most this many test clips are range-coded for bits_per_second_coded
 
 
 @register_family
@@ -107,6 +130,10 @@ class AudioFamily(ModelFamily):
             "snr_db": float(snr_db(ref, est, lengths).mean()),
             "lsd_db": float(log_spectral_distance(ref, est, lengths).mean()),
         }
+
+    def depth_fidelity(self, model, part, outputs) -> dict[str, float]:
+        """Each residual depth's SNR and LSD, and its PESQ and STOI (``levels_{k}_pesq_nb``…)."""
+        return {**self.fidelity(model, part, outputs), **self.speech_metrics(model, part, outputs)}
 
     def rates(self, model: nn.Module) -> dict[str, float]:
         return {
@@ -189,7 +216,59 @@ class AudioFamily(ModelFamily):
                 targets["speaker"] = (data.train.speakers, test.speakers)
             k = model.quantizer.codebook_size
             metrics.update(probe_scores(train.levels[0], test_codes.levels[0], k, targets))
+        metrics.update(self.speech_metrics(model, test))
+        metrics.update(self.coded_rate(run, model, data))
         return metrics
+
+    def speech_metrics(
+        self, model: nn.Module, test: Any, recon: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Narrowband PESQ and per-speaker STOI of the test clips' reconstructions (``recon``,
+        or the model's; see the module docstring); none, saying why on stderr, without the
+        ``speech`` extra."""
+        if recon is None:
+            recon = self.reconstruct(model, test.waveforms)
+        rate, ref, lengths = model.config.sample_rate, test.waveforms, test.lengths
+        try:
+            pesq = pesq_nb(ref, recon, rate, lengths)
+            stoi = stoi_per_speaker(ref, recon, rate, test.speakers, lengths)
+        except SpeechExtraMissing as exc:
+            _note(f"no pesq_nb or stoi: {exc}")
+            return {}
+        metrics = {"pesq_nb_scored": pesq.scored, "pesq_nb_unscored": pesq.unscored, "stoi": stoi}
+        if pesq.scored:  # no NaN in metrics.json
+            metrics["pesq_nb"] = pesq.mean
+        return metrics
+
+    def coded_rate(self, run, model: nn.Module, data: Any) -> dict[str, float]:
+        """Bits per second after entropy coding (see the module docstring): the run's codec
+        compresses every ⌈N / CODED_CLIPS⌉-th test clip with its label, as ``vqvae compress RUN
+        SPEC`` does. None without a prior, or saying why on stderr when the prior cannot drive
+        the coder (a MaskGIT prior, say) or ``constriction`` is missing."""
+        if not self.code_levels(model) or not self.has_priors(run, model):
+            return {}
+        # The codec sits above the pipeline (it is built from a family); imported only here.
+        from vqvae.codec import Archive, Codec
+
+        test = data.test
+        which = np.arange(len(test))[:: max(1, math.ceil(len(test) / CODED_CLIPS))]
+        labels = None if test.labels is None else test.labels[which]
+        try:
+            codec = Codec.from_run(run.path)
+            codes = codec.encode(self.inputs(test)[which])
+            archive = codec.compress_codes(codes, codec.coded_labels(codes, labels))
+        except VQVAEError as exc:
+            _note(f"no bits_per_second_coded: {exc}")
+            return {}
+        payload = Archive.from_bytes(archive, "archive").payload_bytes  # sizes + streams
+        c = model.config
+        real_seconds = float(test.lengths[which].sum()) / c.sample_rate
+        return {
+            "coded_clips": len(which),
+            "bits_per_second_coded": 8 * payload / real_seconds,
+            "bits_per_window_second_coded": 8 * payload / (len(which) * c.length / c.sample_rate),
+            "archive_bits_per_second": 8 * len(archive) / real_seconds,
+        }
 
     def intelligibility(
         self, model: nn.Module, test: Any, classifier: Any, accuracy: float | None = None
@@ -243,3 +322,8 @@ class AudioFamily(ModelFamily):
             return {}
         classifier, _ = audio_classifier(classifier_dir or run.path / "classifier", data)
         return {"sample_class_accuracy": class_accuracy(classifier, samples, labels.numpy())}
+
+
+def _note(message: str) -> None:
+    """One line on stderr about a measurement ``evaluate`` leaves out."""
+    print(f"vqvae evaluate: {message}", file=sys.stderr)
