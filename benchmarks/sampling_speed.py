@@ -8,11 +8,16 @@ masked MaskGIT prior's parallel decoding against them at batch 1 and batch 100, 
    one batch with the cached decoder and with full recomputation (same model, same seed: the
    same samples), and reports codes/s = n·H·W / seconds and the ratio cached/full.
 2. For each grid and batch size of ``--batches`` (default 1, 10, 100): the cached PixelCNN,
-   the KV-cached Transformer and MaskGIT (``MASKGIT_STEPS`` network passes per map). Batch 1
+   the KV-cached Transformer and MaskGIT (``MASKGIT_STEPS`` network passes per map; the first
+   map of a measurement pays for the blank map's pass, which MaskGIT keeps per class). Batch 1
    is the latency a user waits for one image (``--latency-maps`` maps drawn one at a time);
-   batch 100 the throughput of a sample grid. The MaskGIT/Transformer ratio of images/s says
-   where the crossover lies: a MaskGIT step is a pass over every position of the map, a cached
-   step over one, so once a batch fills the CPU the cached prior's fewer multiply-adds win.
+   batch 100 the throughput of a sample grid. Each figure is the median of ``--repeats``
+   measurements. The Transformer and MaskGIT have the same network at each grid: the size
+   ``train-prior`` fits to that grid (K = 512, 60,000 training maps, as MNIST's:
+   ``transformer.fitted_sizes``), and, where that differs from it, also the fixed size below.
+   The MaskGIT/Transformer ratio of images/s says where the crossover lies: a MaskGIT step is
+   a pass over every position of the map, a cached step over one, so once a batch fills the
+   CPU the cached prior's fewer multiply-adds win.
 
 Writes ``benchmarks/results/sampling_speed.json`` (rows: prior, method, grid, batch,
 codes_per_s, images_per_s, seconds, maps).
@@ -30,7 +35,9 @@ hand-offs cost more than the arithmetic, and both methods get the same setting.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -44,6 +51,7 @@ from vqvae.priors import (
     TransformerPrior,
     TransformerPriorConfig,
 )
+from vqvae.priors.transformer import fitted_sizes
 from vqvae.threads import cpu_name
 
 PIXELCNN = PixelCNNConfig(codebook_size=512, channels=64, layers=8, kernel_size=5)
@@ -65,13 +73,38 @@ def time_sampling(model, n: int, side: int, cached: bool) -> tuple[float, torch.
     return time.perf_counter() - start, codes
 
 
-def time_batches(model, side: int, batch: int, maps: int) -> float:
-    """Seconds to draw ``maps`` maps in calls of ``batch`` maps."""
-    g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for i in range(0, maps, batch):
-        model.sample(min(batch, maps - i), (side, side), generator=g)
-    return time.perf_counter() - start
+TRAIN_MAPS = 60_000  # the training maps ``fitted_sizes`` sizes the networks for (MNIST's)
+
+
+def time_batches(model, side: int, batch: int, maps: int, repeats: int) -> float:
+    """Median seconds to draw ``maps`` maps in calls of ``batch`` maps. MaskGIT starts each
+    measurement without the blank maps' logits it keeps."""
+    times = []
+    for _ in range(repeats):
+        if isinstance(model, MaskGITPrior):
+            model._blank_weights = None  # forget the kept logits: pay the first pass again
+        g = torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        for i in range(0, maps, batch):
+            model.sample(min(batch, maps - i), (side, side), generator=g)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def networks(side: int) -> list[tuple[str, TransformerPriorConfig, MaskGITPriorConfig]]:
+    """The Transformer and MaskGIT networks compared at a ``side``×``side`` grid: the fitted
+    size and, where it differs, the fixed one."""
+    sizes = fitted_sizes((side, side), 512, train_items=TRAIN_MAPS)
+    out = [
+        (
+            "fitted",
+            dataclasses.replace(TRANSFORMER, **sizes),
+            dataclasses.replace(MASKGIT, **sizes),
+        )
+    ]
+    if dataclasses.replace(TRANSFORMER, **sizes) != TRANSFORMER:
+        out.append(("fixed", TRANSFORMER, MASKGIT))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency-maps", type=int, default=10, help="maps drawn one at a time for batch 1"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="batch comparison: median of")
     parser.add_argument("--threads", type=int, default=1, help="for the cached/full comparison")
     parser.add_argument(
         "--batch-threads",
@@ -154,7 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             "maskgit": vars(MASKGIT),
             "batches": args.batches,
             "latency_maps": args.latency_maps,
-            "date": time.strftime("%Y-%m-%d"),
+            "repeats": args.repeats,
+            "networks": {
+                f"{side}x{side} {kind}": {"dim": t.dim, "heads": t.heads, "layers": t.layers}
+                for side in args.grids
+                for kind, t, _ in networks(side)
+            },
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python benchmarks/sampling_speed.py",
         },
     }
     out = Path(args.out)
@@ -165,57 +206,67 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def batch_comparison(priors: dict, args) -> tuple[list[dict], list[dict]]:
-    """Cached PixelCNN, KV-cached Transformer and MaskGIT at each grid, batch size and thread
-    count: rows, and MaskGIT's images/s over the Transformer's (each at the same thread count,
-    and each at its best)."""
-    priors = {**priors, "maskgit": MaskGITPrior(MASKGIT).eval()}
-    priors["maskgit"].sample(2, (4, 4))  # warm-up
+    """Cached PixelCNN, KV-cached Transformer and MaskGIT at each grid, network size, batch
+    size and thread count: rows, and MaskGIT's images/s over the Transformer's (each at the
+    same thread count, and each at its best)."""
     rows, ratios = [], []
-    names = " ".join(f"{p + ' img/s':>17s}" for p in priors)
-    print(f"\n{'grid':>6s} {'batch':>5s} {'threads':>7s} {names}")
+    print(f"\n{'grid':>6s} {'net':>6s} {'batch':>5s} {'threads':>7s} " + " ".join(
+        f"{p + ' img/s':>17s}" for p in ("pixelcnn", "transformer", "maskgit")
+    ))  # fmt: skip
     for side in args.grids:
-        for batch in args.batches:
-            maps = args.latency_maps if batch == 1 else batch
-            best: dict[str, float] = {}
-            for threads in args.batch_threads:
-                torch.set_num_threads(threads)
-                speed = {}
-                for name, model in priors.items():
-                    seconds = time_batches(model, side, batch, maps)
-                    speed[name] = maps / seconds
-                    best[name] = max(best.get(name, 0.0), speed[name])
-                    method = f"parallel_{MASKGIT_STEPS}_steps" if name == "maskgit" else "cached"
-                    rows.append(
-                        {
-                            "prior": name,
-                            "method": method,
-                            "grid": [side, side],
-                            "batch": batch,
-                            "codes_per_s": round(maps * side * side / seconds, 1),
-                            "images_per_s": round(speed[name], 2),
-                            "threads": threads,
-                            "seconds": round(seconds, 3),
-                            "maps": maps,
-                        }
-                    )
-                ratio = speed["maskgit"] / speed["transformer"]
-                ratios.append(
-                    {"grid": [side, side], "batch": batch, "threads": threads,
-                     "images_per_s_ratio": round(ratio, 2)}
-                )  # fmt: skip
-                print(
-                    f"{f'{side}x{side}':>6s} {batch:5d} {threads:7d} "
-                    + " ".join(f"{speed[p]:17.1f}" for p in priors)
-                    + f"   maskgit/transformer {ratio:.2f}x",
-                    flush=True,
-                )
-            ratio = best["maskgit"] / best["transformer"]
-            ratios.append(
-                {"grid": [side, side], "batch": batch, "threads": "best of each",
-                 "images_per_s_ratio": round(ratio, 2)}
-            )  # fmt: skip
-            print(f"{'':>6s} {'':>5s} {'best':>7s} maskgit/transformer {ratio:.2f}x", flush=True)
+        for kind, transformer, maskgit in networks(side):
+            models = {
+                "pixelcnn": priors["pixelcnn"],
+                "transformer": TransformerPrior(transformer).eval(),
+                "maskgit": MaskGITPrior(maskgit).eval(),
+            }
+            for model in models.values():
+                model.sample(2, (4, 4))  # warm-up
+            net = {"dim": transformer.dim, "heads": transformer.heads, "layers": transformer.layers}
+            for batch in args.batches:
+                rows_, ratios_ = compare_at(models, side, batch, kind, net, args)
+                rows += rows_
+                ratios += ratios_
     torch.set_num_threads(args.threads)
+    return rows, ratios
+
+
+def compare_at(models: dict, side: int, batch: int, kind: str, net: dict, args):
+    maps = args.latency_maps if batch == 1 else batch
+    best: dict[str, float] = {}
+    rows, ratios = [], []
+    where = {"grid": [side, side], "batch": batch, "network": kind, **net}
+    for threads in args.batch_threads:
+        torch.set_num_threads(threads)
+        speed = {}
+        for name, model in models.items():
+            seconds = time_batches(model, side, batch, maps, args.repeats)
+            speed[name] = maps / seconds
+            best[name] = max(best.get(name, 0.0), speed[name])
+            method = f"parallel_{MASKGIT_STEPS}_steps" if name == "maskgit" else "cached"
+            rows.append(
+                {
+                    "prior": name,
+                    "method": method,
+                    **where,
+                    "codes_per_s": round(maps * side * side / seconds, 1),
+                    "images_per_s": round(speed[name], 2),
+                    "threads": threads,
+                    "seconds": round(seconds, 3),
+                    "maps": maps,
+                }
+            )
+        ratio = speed["maskgit"] / speed["transformer"]
+        ratios.append({**where, "threads": threads, "images_per_s_ratio": round(ratio, 2)})
+        print(
+            f"{f'{side}x{side}':>6s} {kind:>6s} {batch:5d} {threads:7d} "
+            + " ".join(f"{speed[p]:17.1f}" for p in models)
+            + f"   maskgit/transformer {ratio:.2f}x",
+            flush=True,
+        )
+    ratio = best["maskgit"] / best["transformer"]
+    ratios.append({**where, "threads": "best of each", "images_per_s_ratio": round(ratio, 2)})
+    print(f"{'':>20s} {'best':>7s} maskgit/transformer {ratio:.2f}x", flush=True)
     return rows, ratios
 
 
