@@ -62,3 +62,14 @@ def train_with_adam(
         opt.step()
         losses.append(float(out["loss"].detach()))
     return losses, out
+
+
+def spread_weights(prior: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A prior with random weights large enough that its distributions are far from uniform
+    (what the codec tests entropy-code with), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in prior.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return prior.eval()

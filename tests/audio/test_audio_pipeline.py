@@ -14,8 +14,6 @@ from scipy.io import wavfile
 
 from vqvae.cli.main import main
 from vqvae.data import load_codes
-from vqvae.evaluation import scores
-from vqvae.training import TrainConfig
 
 TINY = [
     "model.length=512",
@@ -57,17 +55,7 @@ EXPECTED_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def small_and_single_threaded(monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(
-        scores,
-        "AUDIO_CLASSIFIER_TRAIN",
-        TrainConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=2, checkpoint_every=0),
-    )
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_single_threaded")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from scipy.io import wavfile
 
 from vqvae.cli.main import main
 from vqvae.codec import Archive
-from vqvae.evaluation import scores
-from vqvae.training import TrainConfig
 
 pytest.importorskip("pesq", reason="the `speech` extra (pesq) is not installed")
 pytest.importorskip("pystoi", reason="the `speech` extra (pystoi) is not installed")
@@ -55,17 +53,7 @@ CODED_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def small_and_single_threaded(monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(
-        scores,
-        "AUDIO_CLASSIFIER_TRAIN",
-        TrainConfig(steps=10, batch_size=16, lr=3e-3, warmup_steps=2, checkpoint_every=0),
-    )
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_single_threaded")
 
 
 @pytest.fixture(scope="module")

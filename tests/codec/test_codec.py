@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_vqvae, write_bar_images
+from helpers import spread_weights, tiny_vqvae, write_bar_images
 from PIL import Image
 
 pytest.importorskip("constriction", reason="the codec needs the optional constriction package")
@@ -38,16 +38,6 @@ def one_thread_each():
     torch.set_num_threads(before)
 
 
-def _spread(prior: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights large enough that the prior's distributions are far from uniform."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prior.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return prior.eval()
-
-
 def _image_codec(kind: str, classes: int = 3) -> Codec:
     torch.manual_seed(0)
     model = tiny_vqvae(codebook_size=16).eval()  # 8×8 images -> 4×4 codes
@@ -61,7 +51,7 @@ def _image_codec(kind: str, classes: int = 3) -> Codec:
             codebook_size=16, dim=16, heads=2, layers=2, num_classes=classes, label_dropout=0.1
         )
         prior = TransformerPrior(config)
-    return Codec(FAMILIES.get("vqvae"), model, [_spread(prior, 1)], b"model-id")
+    return Codec(FAMILIES.get("vqvae"), model, [spread_weights(prior, 1)], b"model-id")
 
 
 def _vqvae2_codec() -> Codec:
@@ -83,7 +73,7 @@ def _vqvae2_codec() -> Codec:
     bottom = GatedPixelCNN(
         PixelCNNConfig(codebook_size=16, channels=8, layers=2, kernel_size=3, cond_codebook_size=16)
     )
-    priors = [_spread(top, 2), _spread(bottom, 3)]
+    priors = [spread_weights(top, 2), spread_weights(bottom, 3)]
     return Codec(FAMILIES.get("vqvae2"), model, priors, b"vqvae-2!")
 
 
@@ -106,7 +96,7 @@ def _audio_codec() -> Codec:
             codebook_size=16, dim=16, heads=2, layers=2, layout="1d", max_length=16, num_classes=2
         )
     )
-    return Codec(FAMILIES.get("audio"), model, [_spread(prior, 4)], b"audio-id")
+    return Codec(FAMILIES.get("audio"), model, [spread_weights(prior, 4)], b"audio-id")
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import spread_weights
 
 pytest.importorskip("constriction", reason="the codec needs the optional constriction package")
 
@@ -30,16 +31,6 @@ from vqvae.quantizers import QuantizerConfig  # noqa: E402
 L, K, T = 3, 16, 16  # levels, codes per level, codes per clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _spread(prior: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights large enough that the prior's distributions are far from uniform."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prior.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return prior.eval()
 
 
 def _codec(prior_kind: str = "transformer", classes: int = 2) -> Codec:
@@ -63,7 +54,7 @@ def _codec(prior_kind: str = "transformer", classes: int = 2) -> Codec:
                 codebook_size=K, channels=8, layers=3, kernel_size=3, num_classes=classes
             )
         )
-    return Codec(FAMILIES.get("audio"), model, [_spread(prior, 4)], b"rvq-id!!")
+    return Codec(FAMILIES.get("audio"), model, [spread_weights(prior, 4)], b"rvq-id!!")
 
 
 def _clips(n: int) -> np.ndarray:
