@@ -73,3 +73,49 @@ def spread_weights(prior: torch.nn.Module, seed: int) -> torch.nn.Module:
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return prior.eval()
+
+
+# ``vqvae train`` / ``train-prior`` overrides of a tiny audio run (seconds on one thread).
+TINY_AUDIO_PRIOR = [
+    "transformer.dim=16",
+    "transformer.heads=2",
+    "transformer.layers=1",
+    "prior_train.batch_size=8",
+    "prior_train.log_every=5",
+    "prior_train.checkpoint_every=0",
+]
+
+
+def tiny_audio(length: int, window: int, downsample: int) -> list[str]:
+    """``vqvae train`` overrides of a tiny audio model of clips of ``length`` samples."""
+    return [
+        f"model.length={length}",
+        f"model.window={window}",
+        f"model.downsample={downsample}",
+        "model.hidden=16",
+        "model.res_blocks=1",
+        "model.stft_sizes=[128, 64]",
+        "model.mel_fft=128",
+        "model.mel_bands=16",
+        "model.quantizer.codebook_size=16",
+        "model.quantizer.dim=8",
+        "train.batch_size=8",
+        "train.log_every=5",
+        "train.checkpoint_every=0",
+    ]
+
+
+def write_tone_clips(root: Path) -> Path:
+    """12 FSDD-named WAVs in ``root`` (created): two classes of tones, 300..400 samples at
+    8 kHz."""
+    from scipy.io import wavfile
+
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for d in range(2):
+        for i in range(6):
+            n = 300 + 20 * i
+            x = 0.3 * np.sin(2 * np.pi * (300 + 500 * d) * np.arange(n) / 8000)
+            x = x + 0.01 * rng.normal(size=n)
+            wavfile.write(root / f"{d}_ann_{i}.wav", 8000, (x * 32767).astype(np.int16))
+    return root

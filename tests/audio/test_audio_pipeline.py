@@ -10,34 +10,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_AUDIO_PRIOR, tiny_audio
 from scipy.io import wavfile
 
 from vqvae.cli.main import main
 from vqvae.data import load_codes
 
-TINY = [
-    "model.length=512",
-    "model.window=256",
-    "model.downsample=8",
-    "model.hidden=16",
-    "model.res_blocks=1",
-    "model.stft_sizes=[128, 64]",
-    "model.mel_fft=128",
-    "model.mel_bands=16",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.dim=8",
-    "train.batch_size=8",
-    "train.log_every=5",
-    "train.checkpoint_every=0",
-]
-PRIOR = [
-    "transformer.dim=16",
-    "transformer.heads=2",
-    "transformer.layers=1",
-    "prior_train.batch_size=8",
-    "prior_train.log_every=5",
-    "prior_train.checkpoint_every=0",
-]
+TINY = tiny_audio(512, 256, 8)
+PRIOR = TINY_AUDIO_PRIOR
 EXPECTED_KEYS = {
     "snr_db",
     "lsd_db",

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_AUDIO_PRIOR, tiny_audio
 from scipy.io import wavfile
 
 from vqvae.cli.main import main
@@ -21,29 +22,8 @@ pytest.importorskip("pesq", reason="the `speech` extra (pesq) is not installed")
 pytest.importorskip("pystoi", reason="the `speech` extra (pystoi) is not installed")
 pytest.importorskip("constriction", reason="the `codec` extra (constriction) is not installed")
 
-TINY = [
-    "model.length=4096",  # 0.51 s: PESQ scores clips of 1/4 s and more
-    "model.window=1024",
-    "model.downsample=16",
-    "model.hidden=16",
-    "model.res_blocks=1",
-    "model.stft_sizes=[128, 64]",
-    "model.mel_fft=128",
-    "model.mel_bands=16",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.dim=8",
-    "train.batch_size=8",
-    "train.log_every=5",
-    "train.checkpoint_every=0",
-]
-PRIOR = [
-    "transformer.dim=16",
-    "transformer.heads=2",
-    "transformer.layers=1",
-    "prior_train.batch_size=8",
-    "prior_train.log_every=5",
-    "prior_train.checkpoint_every=0",
-]
+TINY = tiny_audio(4096, 1024, 16)  # 0.51 s: PESQ scores clips of 1/4 s and more
+PRIOR = TINY_AUDIO_PRIOR
 SPEECH_KEYS = {"pesq_nb", "pesq_nb_scored", "pesq_nb_unscored", "stoi"}
 CODED_KEYS = {
     "coded_clips",

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import spread_weights, tiny_vqvae, write_bar_images
+from helpers import spread_weights, tiny_vqvae, write_bar_images, write_tone_clips
 from PIL import Image
 
 pytest.importorskip("constriction", reason="the codec needs the optional constriction package")
@@ -390,15 +390,7 @@ def test_cli_bad_archives_are_one_line_exit_2_and_write_nothing(runs, tmp_path, 
 def test_cli_audio_wavs_round_trip_with_their_lengths(tmp_path):
     from scipy.io import wavfile
 
-    root = tmp_path / "recordings"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for d in range(2):
-        for i in range(6):
-            n = 300 + 20 * i
-            x = 0.3 * np.sin(2 * np.pi * (300 + 500 * d) * np.arange(n) / 8000)
-            x = x + 0.01 * rng.normal(size=n)
-            wavfile.write(root / f"{d}_ann_{i}.wav", 8000, (x * 32767).astype(np.int16))
+    root = write_tone_clips(tmp_path / "recordings")
     run = tmp_path / "audio"
     tiny = ["model.length=512", "model.window=256", "model.downsample=8", "model.hidden=16",
             "model.res_blocks=1", "model.stft_sizes=[128, 64]", "model.mel_fft=128",

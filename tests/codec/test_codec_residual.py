@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import spread_weights
+from helpers import spread_weights, write_tone_clips
 
 pytest.importorskip("constriction", reason="the codec needs the optional constriction package")
 
@@ -173,27 +173,12 @@ TINY = [
 ]  # fmt: skip
 
 
-def _write_clips(root):
-    """12 FSDD-named WAVs: two classes of tones, 300..400 samples at 8 kHz."""
-    from scipy.io import wavfile
-
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for d in range(2):
-        for i in range(6):
-            n = 300 + 20 * i
-            x = 0.3 * np.sin(2 * np.pi * (300 + 500 * d) * np.arange(n) / 8000)
-            x = x + 0.01 * rng.normal(size=n)
-            wavfile.write(root / f"{d}_ann_{i}.wav", 8000, (x * 32767).astype(np.int16))
-    return root
-
-
 @pytest.fixture(scope="module")
 def audio_run(tmp_path_factory):
     """A tiny residual audio run (3 levels, dropout) with a 2D Transformer prior over its
     (3, 32) code maps, on 12 synthetic two-class clips."""
     tmp = tmp_path_factory.mktemp("rvq")
-    root = _write_clips(tmp / "recordings")
+    root = write_tone_clips(tmp / "recordings")
     run = tmp / "run"
     torch.set_num_threads(1)
     assert main(["train", "--data", f"fsdd:{root}", "--out", str(run), "--steps", "4", *TINY]) == 0
@@ -251,7 +236,7 @@ def test_cli_bad_levels_are_one_line_exit_2_and_write_nothing(
 
 
 def test_cli_levels_on_a_model_without_residual_levels_exit_2(tmp_path, capsys):
-    root = _write_clips(tmp_path / "recordings")
+    root = write_tone_clips(tmp_path / "recordings")
     run = tmp_path / "flat"
     flat = [o for o in TINY if "quantizer.kind" not in o and "levels" not in o]
     flat = [o for o in flat if "dropout" not in o]
