@@ -289,6 +289,27 @@ def check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{dest.replace('_', '-')} must be {rule}, got {value}")
 
 
+def _coded_rate(run: str, spec: str | None) -> dict[str, float]:
+    """``evaluate``'s bits per second after entropy coding (an audio run with a prior; the
+    codec sits above the pipeline, so it is measured here), added to RUN/metrics.json."""
+    import json
+
+    from vqvae.files import atomic_write_text
+    from vqvae.pipeline.run import RunDir
+
+    try:
+        from vqvae.codec import coded_rate
+    except ImportError as exc:  # the codec extra (constriction) is missing
+        print(f"vqvae evaluate: no bits_per_second_coded: {exc}", file=sys.stderr)
+        return {}
+    coded = coded_rate(run, spec)
+    if coded:
+        path = RunDir(run).metrics_file
+        metrics = json.loads(path.read_text())
+        atomic_write_text(path, json.dumps({**metrics, **coded}, indent=2) + "\n")
+    return coded
+
+
 def _print_metrics(title: str, metrics: dict) -> None:
     print(title)
     for k, v in metrics.items():
@@ -375,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
             sample_options=options,
             seed=args.seed,
         )
+        metrics.update(_coded_rate(args.run, args.data))
         _print_metrics(f"wrote {Path(args.run) / 'metrics.json'}", metrics)
     elif args.command == "export":
         for path in stages.export_onnx(run_folder(args), args.out):

@@ -4,7 +4,7 @@ optional ``constriction`` package (``pip install 'vqvae[codec]'``)."""
 
 from vqvae.codec.archive import Archive, ArchiveError
 from vqvae.codec.codec import Codec, Decompressed
-from vqvae.codec.commands import compress_input, decompress_file
+from vqvae.codec.commands import coded_rate, compress_input, decompress_file
 from vqvae.codec.items import ITEM_FORMATS, ItemFormat, Items, to_uint8
 from vqvae.codec.tables import frequencies
 
@@ -16,6 +16,7 @@ __all__ = [
     "Decompressed",
     "ItemFormat",
     "Items",
+    "coded_rate",
     "compress_input",
     "decompress_file",
     "frequencies",

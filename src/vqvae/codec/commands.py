@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,8 +16,9 @@ import torch
 from vqvae.codec.archive import Archive, ArchiveError
 from vqvae.codec.codec import DEFAULT_BATCH, Codec
 from vqvae.codec.items import ITEM_FORMATS, Items
-from vqvae.errors import ConfigError, DataError
+from vqvae.errors import ConfigError, DataError, VQVAEError
 from vqvae.files import atomic_write_bytes, atomic_write_text
+from vqvae.pipeline.families import FAMILIES
 from vqvae.pipeline.run import RunDir
 
 
@@ -184,3 +186,50 @@ def _check_name(name: str, source: Path) -> None:
         or os.path.isabs(name)
     ):
         raise ArchiveError(f"{source}: item name {name!r} would be written outside the folder")
+
+
+CODED_CLIPS = 100  # at most this many test clips are range-coded for bits_per_second_coded
+
+
+def coded_rate(run_path: str | Path, spec: str | None = None) -> dict[str, float]:
+    """Bits per second of audio after entropy coding, for ``vqvae evaluate`` of an audio run
+    with an autoregressive prior: the run's codec compresses every ⌈N / CODED_CLIPS⌉-th test
+    clip with its label (as ``vqvae compress RUN SPEC --split test`` does) ->
+
+    * ``bits_per_second_coded``: the payload (the range-coded streams and their sizes) over
+      the seconds of real audio of the ``coded_clips``;
+    * ``bits_per_window_second_coded``: over the clips' whole windows (the codec codes each
+      clip's ``model.length`` window, padding included; the ideal beside it is
+      ``prior_nll_bits_per_second``);
+    * ``archive_bits_per_second``: the whole archive over the real seconds.
+
+    {} for a run of other data or without a prior; {} with one line on stderr saying why when
+    the prior cannot drive the coder (a MaskGIT prior, say) or ``constriction`` is missing."""
+    run = RunDir(run_path)
+    config, saved_spec = run.read_config()
+    kind = config.model.kind
+    if kind not in ITEM_FORMATS or ITEM_FORMATS.get(kind).unit != "second":
+        return {}
+    family = FAMILIES.get(kind, "model.kind")
+    model = family.load_model(run)
+    if not family.code_levels(model) or not family.has_priors(run, model):
+        return {}
+    test = family.load_data(spec or saved_spec, config.model).test
+    which = np.arange(len(test))[:: max(1, -(-len(test) // CODED_CLIPS))]
+    labels = None if test.labels is None else test.labels[which]
+    try:
+        codec = Codec.from_run(run.path)
+        codes = codec.encode(family.inputs(test)[which])
+        archive = codec.compress_codes(codes, codec.coded_labels(codes, labels))
+    except VQVAEError as exc:
+        print(f"vqvae evaluate: no bits_per_second_coded: {exc}", file=sys.stderr)
+        return {}
+    payload = Archive.from_bytes(archive, "archive").payload_bytes  # sizes + streams
+    c = model.config
+    real_seconds = float(test.lengths[which].sum()) / c.sample_rate
+    return {
+        "coded_clips": len(which),
+        "bits_per_second_coded": 8 * payload / real_seconds,
+        "bits_per_window_second_coded": 8 * payload / (len(which) * c.length / c.sample_rate),
+        "archive_bits_per_second": 8 * len(archive) / real_seconds,
+    }

@@ -24,11 +24,9 @@ Measured by ``evaluate`` (all on the test split; see ``vqvae.metrics.audio``):
   ``pesq_nb_unscored`` it refused) and ``stoi`` (each speaker's clips concatenated, averaged
   over the speakers; a folder without speakers is one speaker) of the reconstructions; omitted,
   with one line on stderr saying why, without the ``speech`` extra;
-* with an autoregressive prior: ``bits_per_second_coded``, the codec's real payload (the
-  range-coded streams and their sizes, ``vqvae.codec``) over the seconds of real audio of the
-  ``coded_clips`` it compressed (every ⌈N / 100⌉-th test clip); ``bits_per_window_second_
-  coded`` over the clips' whole windows (padding included; the ideal beside it is ``prior_nll_
-  bits_per_second``); ``archive_bits_per_second``: the whole archive over the real seconds;
+* with an autoregressive prior, added by ``vqvae evaluate`` from the codec layer above this one
+  (``vqvae.codec.coded_rate``): ``bits_per_second_coded`` and its companions, the real payload
+  of an archive of test clips;
 * with a prior: held-out ``prior_nll_bits_per_code``, ``_per_second`` and ``_per_sample``;
 * a residual quantizer (L levels): each depth k = 1..L's measures of the outputs decoded from
   the first k levels, ``levels_{k}_snr_db``, ``_lsd_db``, ``_pesq_nb``, ``_stoi``…, its raw
@@ -40,7 +38,6 @@ Measured by ``evaluate`` (all on the test split; see ``vqvae.metrics.audio``):
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -53,7 +50,7 @@ from torch import Tensor, nn
 from vqvae import configs
 from vqvae.data import default_model_kind, load_codes
 from vqvae.data.audio import load_audio, write_wav
-from vqvae.errors import ConfigError, VQVAEError
+from vqvae.errors import ConfigError
 from vqvae.evaluation import LogMelClassifier, audio_classifier, class_accuracy, probe_scores
 from vqvae.metrics.audio import (
     SpeechExtraMissing,
@@ -67,7 +64,6 @@ from vqvae.pipeline.families.base import ModelFamily, register_family
 from vqvae.priors import TransformerPriorConfig
 
 SHOWN = 10  # clips in the pictures after training: the first test clip of each class
-CODED_CLIPS = 100  # at most this many test clips are range-coded for bits_per_second_coded
 
 
 @register_family
@@ -217,7 +213,6 @@ class AudioFamily(ModelFamily):
             k = model.quantizer.codebook_size
             metrics.update(probe_scores(train.levels[0], test_codes.levels[0], k, targets))
         metrics.update(self.speech_metrics(model, test))
-        metrics.update(self.coded_rate(run, model, data))
         return metrics
 
     def speech_metrics(
@@ -239,36 +234,6 @@ class AudioFamily(ModelFamily):
         if pesq.scored:  # no NaN in metrics.json
             metrics["pesq_nb"] = pesq.mean
         return metrics
-
-    def coded_rate(self, run, model: nn.Module, data: Any) -> dict[str, float]:
-        """Bits per second after entropy coding (see the module docstring): the run's codec
-        compresses every ⌈N / CODED_CLIPS⌉-th test clip with its label, as ``vqvae compress RUN
-        SPEC`` does. None without a prior, or saying why on stderr when the prior cannot drive
-        the coder (a MaskGIT prior, say) or ``constriction`` is missing."""
-        if not self.code_levels(model) or not self.has_priors(run, model):
-            return {}
-        # The codec sits above the pipeline (it is built from a family); imported only here.
-        from vqvae.codec import Archive, Codec
-
-        test = data.test
-        which = np.arange(len(test))[:: max(1, math.ceil(len(test) / CODED_CLIPS))]
-        labels = None if test.labels is None else test.labels[which]
-        try:
-            codec = Codec.from_run(run.path)
-            codes = codec.encode(self.inputs(test)[which])
-            archive = codec.compress_codes(codes, codec.coded_labels(codes, labels))
-        except VQVAEError as exc:
-            _note(f"no bits_per_second_coded: {exc}")
-            return {}
-        payload = Archive.from_bytes(archive, "archive").payload_bytes  # sizes + streams
-        c = model.config
-        real_seconds = float(test.lengths[which].sum()) / c.sample_rate
-        return {
-            "coded_clips": len(which),
-            "bits_per_second_coded": 8 * payload / real_seconds,
-            "bits_per_window_second_coded": 8 * payload / (len(which) * c.length / c.sample_rate),
-            "archive_bits_per_second": 8 * len(archive) / real_seconds,
-        }
 
     def intelligibility(
         self, model: nn.Module, test: Any, classifier: Any, accuracy: float | None = None
