@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
-from test_audio_pipeline import (  # noqa: F401  (fixtures)
-    fsdd_dir,
-    small_and_single_threaded,
-    trained_run,
-)
+import pytest
+from test_audio_pipeline import fsdd_dir, trained_run  # noqa: F401  (fixtures)
 
 from vqvae.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("small_and_single_threaded")
 
 MASKGIT = [
     "prior.kind=maskgit",
