@@ -54,6 +54,15 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return out
 
 
+def _tempered(flat: Tensor, temperature: float, top_k: int | None, top_p: float | None):
+    """Float logits (N, K) at ``temperature`` (> 0), the codes top-k / top-p drop at -inf."""
+    if temperature != 1:
+        flat = flat / temperature
+    if top_k is not None or top_p is not None:
+        flat = filter_logits(flat, top_k=top_k, top_p=top_p)
+    return flat
+
+
 def sample_from_logits(
     logits: Tensor,
     *,
@@ -75,8 +84,8 @@ def sample_from_logits(
     flat = logits.detach().reshape(-1, logits.shape[-1])  # (N, K)
     if temperature == 0:
         return flat.argmax(dim=-1).reshape(lead)
-    flat = flat.to(torch.promote_types(flat.dtype, torch.float32)) / temperature
-    probs = filter_logits(flat, top_k=top_k, top_p=top_p).softmax(dim=-1)  # 0 where filtered
+    flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
+    probs = _tempered(flat, temperature, top_k, top_p).softmax(dim=-1)  # 0 where filtered
     drawn = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1)
     return drawn.squeeze(-1).reshape(lead)
 
@@ -105,10 +114,7 @@ def sample_and_score(
     if temperature == 0:
         drawn = flat.argmax(dim=-1)
     else:
-        if temperature != 1:
-            flat = flat / temperature
-        if top_k is not None or top_p is not None:
-            flat = filter_logits(flat, top_k=top_k, top_p=top_p)
+        flat = _tempered(flat, temperature, top_k, top_p)
     log_probs = flat.log_softmax(dim=-1)  # (N, K), -inf where filtered
     if temperature != 0:
         # One uniform number per row, r <= 1 - 2^-24 (float32), so in float64 r·total < total
