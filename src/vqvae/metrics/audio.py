@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vqvae.data.audio import resample
 from vqvae.errors import VQVAEError
 
 POWER_FLOOR = 1e-8  # added to power spectra before the log (|STFT| of samples in [-1, 1])
@@ -201,11 +202,8 @@ def pesq_nb(
     pesq = _speech_package("pesq")
     refs, degs = _speech_pair(reference, degraded, lengths)
     if rate != PESQ_RATE:
-        from scipy.signal import resample_poly  # imported on first use: scipy is slow to import
-
-        g = math.gcd(int(rate), PESQ_RATE)
-        refs = [resample_poly(r, PESQ_RATE // g, rate // g) for r in refs]
-        degs = [resample_poly(d, PESQ_RATE // g, rate // g) for d in degs]
+        refs = [resample(r, rate, PESQ_RATE) for r in refs]
+        degs = [resample(d, rate, PESQ_RATE) for d in degs]
     scores = []
     for ref, deg in zip(refs, degs, strict=True):
         try:
