@@ -165,6 +165,9 @@ class MaskGITPrior(Pretrained, Prior):
         )
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.codebook_size)
+        # ``_blank_logits``: blank maps' logits per (grid, class), for these weights' versions
+        self._blank_weights: tuple | None = None
+        self._blank_cache: dict[tuple, Tensor] = {}
         self.apply(TransformerPrior._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith(("attn.proj.weight", "mlp.2.weight")):
@@ -352,7 +355,7 @@ class MaskGITPrior(Pretrained, Prior):
         call history), and kept while the weights stay the same: the first decoding step of a
         map drawn from scratch costs no network pass after the first map of its class."""
         weights = tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
-        if getattr(self, "_blank_weights", None) != weights:  # trained, loaded or moved since
+        if self._blank_weights != weights:  # trained, loaded or moved since
             self._blank_weights, self._blank_cache = weights, {}
         classes = labels.tolist() if labels is not None else [0] * rows
         blank = torch.full((1, math.prod(grid)), self.mask_token, device=self.device)
