@@ -5,14 +5,15 @@ clips, whether the chunked codes are the offline codes and how far the chunked o
     flock /tmp/vqvae-cpu.lock python benchmarks/streaming_speed.py     # alone on the CPUs
     python benchmarks/streaming_speed.py --quick                       # tiny sizes, a smoke test
 
-The model is ``configs/fsdd-causal.toml``'s (configs/fsdd.toml with ``model.causal = true``:
-hidden 128, 16x downsampling, K = 512 at 8 kHz), untrained (speed does not depend on the
-weights), its codebook set by k-means on its own encoder outputs of the clips (the first
+The model is ``--config``'s, by default ``configs/fsdd-causal.toml`` (configs/fsdd.toml with
+``model.causal = true``: hidden 128, 16x downsampling, K = 512 at 8 kHz; the speech codec's is
+``--config configs/fsdd-rvq.toml --chunks 1 5 7 10 25 50``), untrained (speed does not depend
+on the weights), its codebook set by k-means on its own encoder outputs of the clips (the first
 training step's initialisation), so that the codes are varied. Clips: the first ``--clips``
 FSDD test recordings (``--data``), else voiced-sounding synthetic signals.
 
-- ``chunk = N hops``: a ``StreamEncoder`` and a ``StreamDecoder`` each get N·16 samples / N
-  codes at a time, every chunk encoded and at once decoded; x real time = clip seconds / median
+- ``chunk = N hops`` (``--chunks``): a ``StreamEncoder`` and a ``StreamDecoder`` each get N
+  hops / N codes at a time, every chunk encoded and at once decoded; x real time = clip seconds / median
   seconds of the whole clip. ``offline``: ``model.encode`` then ``model.decode_indices`` on the
   whole clip. Algorithmic latency: one hop (``model.latency_samples``) + (N - 1) hops of
   buffering.
@@ -90,22 +91,38 @@ def main(argv: list[str] | None = None) -> int:
         "arithmetic per layer, where handing work to a second thread costs more)",
     )
     parser.add_argument("--clips", type=int, default=20, help="clips of the equality check")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG,
+        help="the model's config (default configs/fsdd-causal.toml; model.causal is set true)",
+    )
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[1, 7, 10, 20],
+        help="chunk sizes in hops, timed besides the whole clip (default 1 7 10 20)",
+    )
     args = T.parse_benchmark_args(parser, argv)
     overrides = ["model.causal=true"]
     if args.quick:  # a small network on short clips
         overrides += ["model.hidden=32", "model.length=1024", "model.window=512"]
         args.clips = 2
     torch.manual_seed(0)
-    model = AudioVQVAE(resolve_config(CONFIG, overrides).model)
+    model = AudioVQVAE(resolve_config(args.config, overrides).model)
     c = model.config
+    config_name = args.config.resolve()
+    config_name = str(
+        config_name.relative_to(ROOT) if config_name.is_relative_to(ROOT) else config_name
+    )
     x, source = clips(args, c.length)
     with torch.no_grad():
         model.train()(x)  # k-means initialises the codebook from these clips' encoder outputs
     model.eval()
 
     hops_per_clip = c.length // c.downsample
-    chunk_hops = {1, 7, 10, 20, hops_per_clip}  # 2, 14, 20, 40 ms at 16x, 8 kHz; whole clip
-    chunk_hops = sorted(h for h in chunk_hops if h <= hops_per_clip)
+    chunk_hops = sorted(h for h in {*args.chunks, hops_per_clip} if 1 <= h <= hops_per_clip)
     one = x[:1]  # batch 1
     steps = {f"chunk {h}": streamed(model, one, h) for h in chunk_hops}
     steps["offline"] = lambda: model.decode_indices(model.encode(one))
@@ -154,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch": 1,
                 "clips_checked": len(x),
                 "clips": source,
-                "model": f"{CONFIG.relative_to(ROOT)} (hidden {c.hidden}, untrained)",
+                "model": f"{config_name} (hidden {c.hidden}, untrained)",
                 **machine,
                 **T.machine_settings(threads),
             }
