@@ -13,10 +13,10 @@ training step's initialisation), so that the codes are varied. Clips: the first 
 FSDD test recordings (``--data``), else voiced-sounding synthetic signals.
 
 - ``chunk = N hops`` (``--chunks``): a ``StreamEncoder`` and a ``StreamDecoder`` each get N
-  hops / N codes at a time, every chunk encoded and at once decoded; x real time = clip seconds / median
-  seconds of the whole clip. ``offline``: ``model.encode`` then ``model.decode_indices`` on the
-  whole clip. Algorithmic latency: one hop (``model.latency_samples``) + (N - 1) hops of
-  buffering.
+  hops / N codes at a time, every chunk encoded and at once decoded; x real time = clip
+  seconds / median seconds of the whole clip. ``offline``: ``model.encode`` then
+  ``model.decode_indices`` on the whole clip. Algorithmic latency: one hop
+  (``model.latency_samples``) + (N - 1) hops of buffering.
 - ``codes_identical`` / ``max_abs_diff``: all ``--clips`` clips (batch of them) chunked vs
   offline: codes equal, and the largest |output difference| (float32).
 

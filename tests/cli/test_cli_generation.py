@@ -57,7 +57,9 @@ def _metrics(run) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_vqvae_with_a_transformer_prior_guidance_completion_and_sample_quality(data_spec, tmp_path):
+def test_vqvae_with_a_transformer_prior_guidance_completion_and_sample_quality(
+    data_spec, tmp_path, capsys
+):
     run = tmp_path / "run"
     argv = ["train", "--data", data_spec, "--out", str(run), "--steps", "10"]
     assert main([*argv, "model.downsample=2", *TINY, *CODES, *PRIORS]) == 0
@@ -74,6 +76,10 @@ def test_vqvae_with_a_transformer_prior_guidance_completion_and_sample_quality(d
         out = tmp_path / "s.png"
         assert main(["sample", str(run), "--n", "3", *extra, "--out", str(out)]) == 0
         assert Image.open(out).size[0] > 0
+    for parallel in (["--decode-steps", "4"], ["--confidence-noise", "9"]):  # MaskGIT's only
+        capsys.readouterr()
+        assert main(["sample", str(run), "--n", "1", *parallel, "--out", str(out)]) == 2
+        assert f"{parallel[0]} needs a parallel-decoding prior" in capsys.readouterr().err
 
     assert main(["evaluate", str(run), "--samples", "12"]) == 0
     m = _metrics(run)

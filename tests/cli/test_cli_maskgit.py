@@ -67,7 +67,7 @@ def test_image_run_with_a_maskgit_prior(data_spec, tmp_path):
     assert saved["type"] == "MaskGITPrior" and saved["config"]["num_classes"] == 3
     assert (run / "samples.png").is_file()  # train-prior's preview
     for extra in (
-        ["--guidance-scale", "2", "--decode-steps", "2"],
+        ["--guidance-scale", "2", "--decode-steps", "2", "--confidence-noise", "9"],
         ["--complete"],
         ["--label", "1", "--top-k", "3"],
     ):

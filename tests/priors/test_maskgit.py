@@ -5,6 +5,7 @@ shared sampling options, save -> load, and a short training run that must learn.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -276,6 +277,23 @@ def test_sampling_errors() -> None:
         model.inpaint(torch.zeros(1, 3, 3, dtype=torch.long), torch.ones(1, 3, 3), 0)
     with pytest.raises(ValueError, match="ratio"):
         model.masked_bits(torch.zeros(1, 3, 3, dtype=torch.long), torch.tensor([0]), 0.0)
+
+
+def test_confidence_noise_given_at_sampling_is_the_configured_one() -> None:
+    model = make()
+    given = model.sample(6, (3, 3), 1, generator=gen(4), confidence_noise=20.0)
+    inpainted = model.inpaint(
+        given, torch.rand(6, 3, 3, generator=gen(5)) < 0.5, 1, generator=gen(6),
+        confidence_noise=20.0,
+    )  # fmt: skip
+    default = model.sample(6, (3, 3), 1, generator=gen(4))
+    model.config = dataclasses.replace(model.config, confidence_noise=20.0)
+    assert torch.equal(model.sample(6, (3, 3), 1, generator=gen(4)), given)
+    assert not torch.equal(default, given)  # the noise orders the kept positions
+    kept = torch.rand(6, 3, 3, generator=gen(5)) < 0.5
+    assert torch.equal(model.inpaint(given, kept, 1, generator=gen(6)), inpainted)
+    with pytest.raises(ConfigError, match="confidence_noise"):
+        model.sample(1, (3, 3), 0, confidence_noise=-1.0)
 
 
 def test_a_number_of_steps_is_refused_by_an_autoregressive_prior() -> None:

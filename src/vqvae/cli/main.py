@@ -79,12 +79,19 @@ def _guidance(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _decode_steps(p: argparse.ArgumentParser) -> None:
+def _parallel_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decode-steps",
         type=int,
         help="network passes per map of a parallel-decoding prior (prior.kind=maskgit; "
         "default: its prior.decode_steps)",
+    )
+    p.add_argument(
+        "--confidence-noise",
+        type=float,
+        metavar="X",
+        help="scale of the Gumbel noise on a parallel-decoding prior's confidences at its "
+        "first step (prior.kind=maskgit; default: its prior.confidence_noise)",
     )
 
 
@@ -168,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the prior at every position (slow)"
     )
-    _decode_steps(p)
+    _parallel_decoding(p)
     p.add_argument("--out", required=True, help="PNG file" + AUDIO_OUT)
 
     p = sub.add_parser("evaluate", help="measure a run on the test split (writes RUN/metrics.json)")
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--temperature", type=float, default=1.0)
     _guidance(p)
-    _decode_steps(p)
+    _parallel_decoding(p)
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser(
@@ -276,6 +283,7 @@ OPTION_RULES: list[tuple[str, str, Callable[[float], bool]]] = [
     ("threads", ">= 1", lambda v: v >= 1),
     ("guidance_scale", "a finite number", math.isfinite),
     ("decode_steps", ">= 1", lambda v: v >= 1),
+    ("confidence_noise", "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
     ("chunk", ">= 1 (hops)", lambda v: v >= 1),
     ("levels", ">= 1", lambda v: v >= 1),
     ("bitrate", "a number > 0", lambda v: math.isfinite(v) and v > 0),
@@ -380,13 +388,17 @@ def run(args: argparse.Namespace) -> int:
             cached=not args.no_cache,
             complete=args.complete,
             decode_steps=args.decode_steps,
+            confidence_noise=args.confidence_noise,
         )
         print(path)
     elif args.command == "evaluate":
         from vqvae.pipeline.families import SampleOptions
 
         options = SampleOptions(
-            args.temperature, guidance_scale=args.guidance_scale, steps=args.decode_steps
+            args.temperature,
+            guidance_scale=args.guidance_scale,
+            steps=args.decode_steps,
+            confidence_noise=args.confidence_noise,
         )
         metrics = stages.evaluate(
             args.run,

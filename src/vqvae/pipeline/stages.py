@@ -180,6 +180,7 @@ def sample(
     cached: bool = True,
     complete: bool = False,
     decode_steps: int | None = None,
+    confidence_noise: float | None = None,
 ) -> Path:
     """Draw ``n`` samples (codes from the prior(s), decoded; a VAE decodes N(0, I) draws) and
     write them. A conditional prior without ``label`` draws ``n`` samples of every class, one
@@ -189,7 +190,9 @@ def sample(
     config, saved_spec = run.read_config()
     family = family_of(config)
     data = family.load_data(saved_spec, config.model) if complete else None
-    options = SampleOptions(temperature, top_k, top_p, guidance_scale, cached, decode_steps)
+    options = SampleOptions(
+        temperature, top_k, top_p, guidance_scale, cached, decode_steps, confidence_noise
+    )
     return family.sample(run, n, out, label=label, options=options, seed=seed, data=data)
 
 

@@ -86,15 +86,19 @@ class MaskGITPriorConfig:
     def __post_init__(self) -> None:
         check_transformer_fields(self)
         check_steps(self.decode_steps, "prior.decode_steps")
-        c = self.confidence_noise
-        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 <= c < math.inf:
-            raise ConfigError(f"prior.confidence_noise must be a finite number >= 0, got {c!r}")
+        check_noise(self.confidence_noise, "prior.confidence_noise")
 
 
 def check_steps(steps: object, where: str) -> int:
     if not is_int(steps) or steps < 1:
         raise ConfigError(f"{where} must be an integer >= 1, got {steps!r}")
     return steps
+
+
+def check_noise(scale: object, where: str) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
+        raise ConfigError(f"{where} must be a finite number >= 0, got {scale!r}")
+    return float(scale)
 
 
 def mask_ratio(r: Tensor) -> Tensor:
@@ -273,11 +277,14 @@ class MaskGITPrior(Pretrained, Prior):
         generator: torch.Generator | None = None,
         cached: bool = True,
         steps: int | None = None,
+        confidence_noise: float | None = None,
     ) -> Tensor:
         """``Prior.sample`` by iterative parallel decoding (module docstring): ``steps``
-        network passes (default ``prior.decode_steps``) whatever the grid; ``prefix`` codes
-        are kept and the rest drawn. ``cached`` has no effect: every step is one pass over
-        the whole map (the visible codes change between steps, so nothing can be cached)."""
+        network passes (default ``prior.decode_steps``) whatever the grid, confidences with
+        Gumbel noise of scale ``confidence_noise`` (default ``prior.confidence_noise``) at
+        the first step; ``prefix`` codes are kept and the rest drawn. ``cached`` has no
+        effect: every step is one pass over the whole map (the visible codes change between
+        steps, so nothing can be cached)."""
         draw = self._prepare_draw(
             n,
             grid,
@@ -295,10 +302,11 @@ class MaskGITPrior(Pretrained, Prior):
             draw.codes,
             known,
             draw,
-            steps,
             guidance_scale,
             dict(temperature=temperature, top_k=top_k, top_p=top_p),
             generator,
+            steps=steps,
+            noise=confidence_noise,
         )
         return codes.reshape(n, *draw.grid)
 
@@ -315,6 +323,7 @@ class MaskGITPrior(Pretrained, Prior):
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         steps: int | None = None,
+        confidence_noise: float | None = None,
     ) -> Tensor:
         """Redraw the positions of ``codes`` (n, *grid) where ``keep`` (n, *grid, bool) is
         False, keeping the others exactly; the options as ``sample``'s -> (n, *grid) int64."""
@@ -339,10 +348,11 @@ class MaskGITPrior(Pretrained, Prior):
             flat.masked_fill(~known, 0),
             known,
             draw,
-            steps,
             guidance_scale,
             dict(temperature=temperature, top_k=top_k, top_p=top_p),
             generator,
+            steps=steps,
+            noise=confidence_noise,
         )
         return out.reshape(n, *grid)
 
@@ -370,12 +380,18 @@ class MaskGITPrior(Pretrained, Prior):
             out.append(self._blank_cache[key])
         return torch.cat(out)  # (rows·N, K)
 
-    def _decode(self, codes, known, draw, steps, guidance_scale, options, generator) -> Tensor:
-        """codes (n, N), known (n, N) bool (kept as they are) -> (n, N) every position drawn.
+    def _decode(
+        self, codes, known, draw, guidance_scale, options, generator, *, steps, noise
+    ) -> Tensor:
+        """codes (n, N), known (n, N) bool (kept as they are) -> (n, N) every position drawn,
+        in ``steps`` steps with confidence noise ``noise`` (None: the config's).
 
         Step t: draw every masked position, score it (log-probability + annealed Gumbel
         noise), keep all but the ``masked_schedule`` least confident masked ones."""
         steps = check_steps(self.config.decode_steps if steps is None else steps, "steps")
+        noise_scale = check_noise(
+            self.config.confidence_noise if noise is None else noise, "confidence_noise"
+        )
         codes, known = codes.clone(), known.clone()
         n, positions = codes.shape
         if n == 0:
@@ -402,7 +418,7 @@ class MaskGITPrior(Pretrained, Prior):
                 else:
                     wanted = both
                 drawn, score = sample_and_score(wanted, generator=generator, **options)  # (M,)
-                noise = self.config.confidence_noise * (1 - (t + 1) / steps)
+                noise = noise_scale * (1 - (t + 1) / steps)
                 if noise > 0:
                     u01 = torch.rand(score.shape, generator=generator, device=self.device)
                     gumbel = -torch.log(-torch.log(u01.clamp(1e-20, 1 - 1e-7)))

@@ -78,9 +78,11 @@ class SampleOptions:
     guidance_scale: float | None = None
     cached: bool = True
     steps: int | None = None  # decoding steps of a parallel-decoding prior (MaskGIT)
+    confidence_noise: float | None = None  # its confidence noise (None: its config's)
 
     def kwargs(self, prior: Any = None) -> dict[str, Any]:
-        """``sample``'s options for ``prior``: ``steps`` only for one that decodes in steps."""
+        """``sample``'s options for ``prior``: ``steps`` and ``confidence_noise`` only for one
+        that decodes in steps."""
         kwargs = {
             "temperature": self.temperature,
             "top_k": self.top_k,
@@ -88,8 +90,9 @@ class SampleOptions:
             "guidance_scale": self.guidance_scale,
             "cached": self.cached,
         }
-        if self.steps is not None and getattr(prior, "parallel_steps", False):
-            kwargs["steps"] = self.steps
+        if getattr(prior, "parallel_steps", False):
+            parallel = {"steps": self.steps, "confidence_noise": self.confidence_noise}
+            kwargs.update((k, v) for k, v in parallel.items() if v is not None)
         return kwargs
 
 
@@ -616,8 +619,15 @@ class ModelFamily:
         """``n`` outputs: codes drawn level by level from the priors, decoded. ``prefix``:
         codes kept fixed (one tensor per level, whole rows) — completion."""
         levels = self.code_levels(model)
-        if options.steps is not None and not any(p.parallel_steps for p in priors):
-            raise ConfigError("--decode-steps needs a parallel-decoding prior (prior.kind=maskgit)")
+        if not any(p.parallel_steps for p in priors):
+            for given, flag in (
+                (options.steps, "decode-steps"),
+                (options.confidence_noise, "confidence-noise"),
+            ):
+                if given is not None:
+                    raise ConfigError(
+                        f"--{flag} needs a parallel-decoding prior (prior.kind=maskgit)"
+                    )
         out = []
         for i in range(0, n, self.sample_batch):
             m = min(self.sample_batch, n - i)
