@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 
@@ -96,6 +97,10 @@ def process_group_from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> Ite
         # flight can abort ("terminate called without an active exception"), seen under load.
         dist.barrier()
     finally:
+        # The training's DDP wrappers sit in reference cycles; freed by the interpreter's
+        # teardown, after the group is gone, their reducers' gloo work can abort the process
+        # the same way (seen once in a full test run): free them while the group still exists.
+        gc.collect()
         dist.destroy_process_group()
 
 
