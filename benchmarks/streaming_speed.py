@@ -112,10 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = AudioVQVAE(resolve_config(args.config, overrides).model)
     c = model.config
-    config_name = args.config.resolve()
-    config_name = str(
-        config_name.relative_to(ROOT) if config_name.is_relative_to(ROOT) else config_name
-    )
+    config = args.config.resolve()
+    config_name = str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config)
     x, source = clips(args, c.length)
     with torch.no_grad():
         model.train()(x)  # k-means initialises the codebook from these clips' encoder outputs

@@ -306,7 +306,7 @@ class MaskGITPrior(Pretrained, Prior):
             dict(temperature=temperature, top_k=top_k, top_p=top_p),
             generator,
             steps=steps,
-            noise=confidence_noise,
+            confidence_noise=confidence_noise,
         )
         return codes.reshape(n, *draw.grid)
 
@@ -352,7 +352,7 @@ class MaskGITPrior(Pretrained, Prior):
             dict(temperature=temperature, top_k=top_k, top_p=top_p),
             generator,
             steps=steps,
-            noise=confidence_noise,
+            confidence_noise=confidence_noise,
         )
         return out.reshape(n, *grid)
 
@@ -381,17 +381,17 @@ class MaskGITPrior(Pretrained, Prior):
         return torch.cat(out)  # (rows·N, K)
 
     def _decode(
-        self, codes, known, draw, guidance_scale, options, generator, *, steps, noise
+        self, codes, known, draw, guidance_scale, options, generator, *, steps, confidence_noise
     ) -> Tensor:
         """codes (n, N), known (n, N) bool (kept as they are) -> (n, N) every position drawn,
-        in ``steps`` steps with confidence noise ``noise`` (None: the config's).
+        in ``steps`` steps with confidence noise ``confidence_noise`` (None: the config's).
 
         Step t: draw every masked position, score it (log-probability + annealed Gumbel
         noise), keep all but the ``masked_schedule`` least confident masked ones."""
         steps = check_steps(self.config.decode_steps if steps is None else steps, "steps")
-        noise_scale = check_noise(
-            self.config.confidence_noise if noise is None else noise, "confidence_noise"
-        )
+        if confidence_noise is None:
+            confidence_noise = self.config.confidence_noise
+        noise_scale = check_noise(confidence_noise, "confidence_noise")
         codes, known = codes.clone(), known.clone()
         n, positions = codes.shape
         if n == 0:
